@@ -1,0 +1,193 @@
+"""Typed, frozen configuration dataclasses loaded from YAML and validated on load.
+
+Each stage declares its configuration as a frozen dataclass beside the code that uses it (for
+example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader they all share:
+
+* ``yaml.safe_load`` only: no tags, no eval, no dotted import strings.
+* Every field is checked against its annotation (``int``, ``float``, ``str``, ``bool``, ``Path``,
+  ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and nested
+  dataclasses); unknown and missing keys are errors. A ``__post_init__`` that raises ``ValueError``
+  adds its own semantic checks.
+* Every error is a :class:`ConfigError` naming the file and the dotted field.
+* Command-line overrides ``a.b=value`` are parsed as YAML scalars and applied before validation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or of the wrong type; names file and field."""
+
+    def __init__(self, source: str, field: str, message: str):
+        self.source, self.field = source, field
+        super().__init__(f"{source}: field '{field}': {message}")
+
+
+def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
+    """Load ``path`` (YAML mapping) into the dataclass ``cls``, applying ``overrides``."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(path), "<file>", f"cannot read: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else "<file>"
+        raise ConfigError(str(path), where, f"invalid YAML: {getattr(e, 'problem', e)}") from None
+    return from_dict(cls, data if data is not None else {}, source=str(path), overrides=overrides)
+
+
+def from_dict(cls: type[T], data: Any, source: str = "<dict>", overrides: list[str] | None = None) -> T:
+    """Build and validate ``cls`` from a mapping; ``source`` names where it came from in errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(source, "<root>", f"expected a mapping, got {type(data).__name__}")
+    data = _apply_overrides(dict(data), overrides or [], source)
+    return _build(cls, data, source, "")
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain, YAML/JSON-serialisable dict of a config (Paths as strings, tuples as lists)."""
+
+    def plain(v: Any) -> Any:
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, Path):
+            return str(v)
+        if isinstance(v, list | tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(cfg)
+
+
+def dump_config(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
+
+
+def _apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(source, item, "an override must look like 'field.sub=value'")
+        node = data
+        parts = key.split(".")
+        for p in parts[:-1]:
+            child = node.get(p)
+            if child is None:
+                child = node[p] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(source, key, f"'{p}' is not a mapping")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            node[parts[-1]] = raw
+    return data
+
+
+def _build(cls: type, data: dict, source: str, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        name = f"{prefix}{unknown[0]}"
+        raise ConfigError(source, name, f"unknown field (known: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        dotted = f"{prefix}{name}"
+        if name not in data:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise ConfigError(source, dotted, "required field is missing")
+            continue
+        kwargs[name] = _coerce(hints[name], data[name], source, dotted)
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        field = getattr(e, "field", None) or prefix.rstrip(".") or "<root>"
+        raise ConfigError(source, field, str(e)) from None
+
+
+def _coerce(tp: Any, value: Any, source: str, dotted: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(source, dotted, f"expected {expected}, got {value!r} ({type(value).__name__})")
+
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, source, dotted)
+            except ConfigError:
+                continue
+        raise bad(" or ".join(_type_name(a) for a in args))
+    if origin is Literal:
+        if value in args:
+            return value
+        raise ConfigError(source, dotted, f"must be one of {list(args)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        return _build(tp, value, source, f"{dotted}.")
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise bad("a list")
+        if origin is tuple and not (len(args) == 2 and args[1] is Ellipsis):
+            if len(value) != len(args):
+                raise bad(f"a list of {len(args)} items")
+            return tuple(_coerce(a, v, source, f"{dotted}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        item = args[0] if args else Any
+        out = [_coerce(item, v, source, f"{dotted}[{i}]") for i, v in enumerate(value)]
+        return tuple(out) if origin is tuple else out
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise bad("a mapping")
+        kt, vt = args if args else (Any, Any)
+        return {_coerce(kt, k, source, f"{dotted}.{k}"): _coerce(vt, v, source, f"{dotted}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise bad("true or false")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad("an integer")
+    if tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise bad("a number")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise bad("a string")
+    if tp is Path:
+        if isinstance(value, str | Path) and str(value):
+            return Path(value)
+        raise bad("a path")
+    raise ConfigError(source, dotted, f"unsupported annotation {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp)

@@ -1,0 +1,183 @@
+"""Files between stages: atomic writes, resumable JSONL keyed by id, parquet helpers.
+
+Every long stage of the toolkit (DESIGN section 9) writes through this module so that a
+``kill -9`` at any moment leaves either the old file or the new one, never a half-written one,
+and a rerun continues where the killed run stopped:
+
+* :func:`atomic_write` / :func:`atomic_path` write to ``<name>.tmp-<pid>``, fsync, then rename
+  over the destination (rename is atomic on POSIX within one filesystem).
+* :class:`JsonlStore` is an append-only JSONL file keyed by a record field (default ``id``).
+  Opening it reads what is there; a torn last line (the process died mid-write) is cut off and
+  counted, and every complete record is kept. Appends are flushed and fsynced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
+
+    On an exception the temporary file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Atomically write ``obj`` as indented, key-sorted UTF-8 JSON with a trailing newline."""
+    atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def write_parquet(path: str | os.PathLike, table: pa.Table | dict[str, Any]) -> None:
+    """Atomically write a pyarrow table (or a dict of columns) as parquet (zstd)."""
+    if isinstance(table, dict):
+        table = pa.table(table)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_parquet(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    return pq.read_table(path, columns=columns)
+
+
+def _fsync_dir(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # not every filesystem allows opening a directory
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+class JsonlStore:
+    """An append-only JSONL file of records keyed by ``key``, safe to resume after ``kill -9``.
+
+    ``records`` maps key -> the last complete record written for it (a retried record that was
+    written twice, e.g. ``failed`` then ``ok``, resolves to the later one). ``torn_lines`` counts
+    the incomplete trailing lines that were cut off when the file was opened.
+    """
+
+    def __init__(self, path: str | os.PathLike, key: str = "id", fsync_every: int = 1):
+        self.path = Path(path)
+        self.key = key
+        self.fsync_every = max(1, fsync_every)
+        self.records: dict[str, dict] = {}
+        self.torn_lines = 0
+        self._pending = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._load()
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def _load(self) -> None:
+        if not self.path.exists():
+            return
+        raw = self.path.read_bytes()
+        good_end = 0
+        pos = 0
+        for line in raw.splitlines(keepends=True):
+            end = pos + len(line)
+            try:
+                if not line.endswith(b"\n"):
+                    raise ValueError("no newline")
+                rec = json.loads(line)
+                if not isinstance(rec, dict) or self.key not in rec:
+                    raise ValueError(f"not a record with {self.key!r}")
+            except ValueError:
+                if end == len(raw):  # only the last line may be torn by a crash
+                    self.torn_lines += 1
+                    break
+                lineno = raw[:pos].count(b"\n") + 1
+                raise ValueError(
+                    f"{self.path}: line {lineno}: not a JSON record with "
+                    f"field {self.key!r}; the file is damaged beyond a torn last line"
+                ) from None
+            self.records[str(rec[self.key])] = rec
+            good_end = end
+            pos = end
+        if good_end < len(raw):
+            with open(self.path, "rb+") as f:
+                f.truncate(good_end)
+                os.fsync(f.fileno())
+
+    def __contains__(self, key: object) -> bool:
+        return str(key) in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, key: object) -> dict | None:
+        return self.records.get(str(key))
+
+    def append(self, record: dict) -> None:
+        """Append one record; it is on disk (flushed, fsynced per ``fsync_every``) on return."""
+        if self.key not in record:
+            raise KeyError(f"record has no {self.key!r} field: {sorted(record)}")
+        self._f.write(json.dumps(record, ensure_ascii=False, sort_keys=True) + "\n")
+        self._f.flush()
+        self._pending += 1
+        if self._pending >= self.fsync_every:
+            os.fsync(self._f.fileno())
+            self._pending = 0
+        self.records[str(record[self.key])] = record
+
+    def extend(self, records: Iterable[dict]) -> None:
+        for r in records:
+            self.append(r)
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.flush()
+            os.fsync(self._f.fileno())
+            self._f.close()
+
+    def __enter__(self) -> JsonlStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read every record of a JSONL file; a bad line is an error naming file and line."""
+    out = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                out.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
+    return out

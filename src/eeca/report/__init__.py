@@ -1,0 +1,2 @@
+"""Reports from result files only (no torch): the paper's tables and figures as HTML and markdown.
+"""

@@ -1,0 +1,42 @@
+"""Shared test helpers: run the CLI as a subprocess of this checkout, and the slow marker."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("EECA_SLOW") == "1":
+        return
+    skip = pytest.mark.skip(reason="slow: run with `make test-slow` (EECA_SLOW=1)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
+def eeca_env(**extra: str) -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(SRC) + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("HF_HUB_OFFLINE", "1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def run_eeca():
+    """Run ``python -m eeca ARGS`` from this checkout; returns the CompletedProcess."""
+
+    def run(*args, check=True, env=None, timeout=600, **kw):
+        proc = subprocess.run([sys.executable, "-m", "eeca", *map(str, args)], capture_output=True,
+                              text=True, env=eeca_env(**(env or {})), timeout=timeout, **kw)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"eeca {' '.join(map(str, args))} failed ({proc.returncode}):\n"
+                                 f"{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    return run
