@@ -1,0 +1,42 @@
+"""The experiment grid: which cells a config makes, what each ablation switches on, stable cell ids."""
+
+import pytest
+
+from eeca.experiments.grid import GridSpec, cell_id, expand, train_switches
+
+
+def test_ablation_steps_are_cumulative_as_in_table3():
+    steps = {a: train_switches(a, hc_weight=0.5, eac_weight=2.0) for a in ("data", "hr", "hc", "eac")}
+    assert steps["data"] == {"use_hr_branch": False, "hc_loss_weight": 0.0, "eac_loss_weight": 0.0, "entity_prompt": "none"}
+    assert steps["hr"] == {"use_hr_branch": True, "hc_loss_weight": 0.0, "eac_loss_weight": 0.0, "entity_prompt": "none"}
+    assert steps["hc"] == {"use_hr_branch": True, "hc_loss_weight": 0.5, "eac_loss_weight": 0.0, "entity_prompt": "none"}
+    assert steps["eac"] == {"use_hr_branch": True, "hc_loss_weight": 0.5, "eac_loss_weight": 2.0, "entity_prompt": "none"}
+    assert train_switches("entity_prompt_train", 1, 1)["entity_prompt"] == "train_and_infer"
+
+
+def test_expand_makes_the_cross_product_and_one_untrained_baseline():
+    blocks = [GridSpec(selections=["HDS", "BRS"], sizes=[10, 20], ablations=["baseline", "data"]),
+              GridSpec(selections=["HDS"], sizes=[10], ablations=["baseline", "data", "eac", "entity_prompt_infer"])]
+    cells = expand(blocks, "t", 1.0, 1.0, seed=0)
+    keys = [(c["selection"], c["size"], c["ablation"]) for c in cells]
+    # HDS-10-data and the baseline appear in both blocks but run once
+    assert sorted(keys) == sorted([("none", 0, "baseline"), ("HDS", 10, "data"), ("HDS", 20, "data"),
+                                   ("BRS", 10, "data"), ("BRS", 20, "data"), ("HDS", 10, "eac"),
+                                   ("none", 0, "entity_prompt_infer")])
+    infer = next(c for c in cells if c["ablation"] == "entity_prompt_infer")
+    assert infer["entity_prompt_at_inference"] and infer["entity_prompt"] == "none"
+
+
+def test_cell_ids_are_stable_and_change_with_any_setting():
+    cell = expand([GridSpec(selections=["LCS"], sizes=[5], ablations=["hc"])], "t", 1.0, 1.0, seed=0)[0]
+    assert cell_id(cell) == cell_id(dict(reversed(list(cell.items()))))
+    assert cell_id(cell).startswith("LCS-5-hc-")
+    assert cell_id({**cell, "hc_loss_weight": 0.5}) != cell_id(cell)
+    assert cell_id({**cell, "seed": 1}) != cell_id(cell)
+
+
+def test_bad_grid_values_are_rejected():
+    with pytest.raises(ValueError, match="sizes"):
+        GridSpec(sizes=[0])
+    with pytest.raises(ValueError, match="ablations"):
+        GridSpec(ablations=[])
