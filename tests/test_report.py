@@ -35,9 +35,9 @@ CELLS = {
 }
 
 
-def write_run(run: Path, cells=CELLS, judge="rule", metrics=True, analysis=True, size_scale=1) -> Path:
+def write_run(run: Path, cells=CELLS, judges=("rule",), metrics=True, analysis=True, size_scale=1) -> Path:
     rows = []
-    for (sel, size, abl), (sk, k, wu) in cells.items():
+    for judge, ((sel, size, abl), (sk, k, wu)) in ((j, kv) for j in judges for kv in cells.items()):
         counts = dict(zip(LEVELS, (sk, k, wu, N - sk - k - wu), strict=True))
         cell_id = f"{sel}-{size * size_scale}-{abl}"
         row = {"cell_id": cell_id, "table": "table1", "selection": sel, "size": size * size_scale,
@@ -165,7 +165,7 @@ def test_table2_and_table4_and_counts(full_report):
     assert t7[hds + 3][1:] == ["18", "10", "11", "61", "0"]  # +L_HC of HDS-20
     cells = page.tables["cells"]
     assert len(cells) == 1 + len(CELLS)
-    assert row(cells, "HSS-40 EECA")[7] == "37.00 [33.50, 41.00]"
+    assert row(cells, "HSS-40 EECA")[6:] == ["37.00 [33.50, 41.00]", "24", "13", "10", "53", "0", "HSS-40-eac"]
 
 
 def test_html_is_self_contained_and_markdown_twin(full_report):
@@ -262,6 +262,15 @@ def test_bad_results_name_file_row_and_field(tmp_path, run_eeca):
     pq.write_table(table.drop_columns(["acc_ci_low"]), run / "results.parquet")
     proc = run_eeca("report", run, check=False)
     assert "missing column(s) acc_ci_low" in proc.stderr
+
+
+def test_each_judge_gets_its_own_tables_and_figures(tmp_path, run_eeca):
+    run = write_run(tmp_path / "run", judges=("llm", "rule"), analysis=False)
+    run_eeca("report", run)
+    md = (run / "report" / "report.md").read_text()
+    assert "## The paper's tables (judge: llm)" in md and "## The paper's tables (judge: rule)" in md
+    assert {"levels-llm.png", "levels-rule.png"} <= {p.name for p in (run / "report").glob("*.png")}
+    assert md.count("| + L_HC | 22.00 (+1.00) | 13.00 (+1.00) | 35.00 (+2.00) |") == 2
 
 
 def test_nothing_to_report(tmp_path, run_eeca):

@@ -87,13 +87,19 @@ class Cell:
         return " ".join(p for p in (self.subset, step) if p)
 
 
+def cell_order(c: Cell) -> tuple:
+    """Untrained cells first, then by selection (HDS, HSS, LCS, BRS), size and ablation step."""
+    return (SELECTIONS.index(c.selection) if c.selection in SELECTIONS else -1, c.size,
+            ABLATIONS.index(c.ablation), c.judge)
+
+
 def fmt_size(size: int) -> str:
     """25000 -> '25k' (the paper's way of naming data sizes); sizes not in thousands stay as they are."""
     return f"{size // 1000}k" if size >= 1000 and size % 1000 == 0 else str(size)
 
 
 def load_results(path: Path) -> list[Cell]:
-    """Read and validate results.parquet; errors name the file, the row (1-based) and the field."""
+    """Read and validate results.parquet (errors name the file, the row (1-based) and the field), in :func:`cell_order`."""
     table = read_parquet(path)
     missing = [c for c in RESULT_COLUMNS if c not in table.column_names]
     if missing:
@@ -106,7 +112,8 @@ def load_results(path: Path) -> list[Cell]:
               _FLOAT: pa.types.is_floating(typ) or pa.types.is_integer(typ)}[kind]
         if not ok:
             raise ValueError(f"{path}: column {name!r} has type {typ}, expected {kind}")
-    cells, seen = [], set()
+    cells: list[Cell] = []
+    seen = set()
     for i, row in enumerate(table.select(list(RESULT_COLUMNS)).to_pylist(), 1):
         where = f"{path}: row {i} (cell_id {row['cell_id']!r})"
         for name, value in row.items():
@@ -123,7 +130,7 @@ def load_results(path: Path) -> list[Cell]:
             raise ValueError(f"{where}: a second row for cell {row['cell_id']!r} and judge {row['judge']!r}")
         seen.add(key)
         cells.append(Cell(**{k: float(v) if RESULT_COLUMNS[k] == _FLOAT else v for k, v in row.items()}))
-    return cells
+    return sorted(cells, key=cell_order)
 
 
 def check_cells(run_dir: Path, cells: list[Cell]) -> list[str]:
@@ -140,7 +147,10 @@ def check_cells(run_dir: Path, cells: list[Cell]) -> list[str]:
         if not metrics_path.is_file():
             problems.append(f"{c.cell_id}: {metrics_path} not found (results row not cross-checked)")
             continue
-        diffs = _metrics_diffs(read_json(metrics_path), c)
+        metrics = read_json(metrics_path)
+        if metrics.get("judge", c.judge) != c.judge:
+            continue  # this metrics.json is another judge's verdicts on the same cell
+        diffs = _metrics_diffs(metrics, c)
         if diffs:
             problems.append(f"{c.cell_id}: {metrics_path} disagrees with results.parquet: {'; '.join(diffs)}")
     return problems

@@ -99,12 +99,14 @@ def size_figure(cells: list[Cell]) -> bytes | None:
     return png(fig)
 
 
-def _label_colours(labels: Counter, limit: int = 18) -> dict[str, str]:
-    """A fixed colour per hierarchical label (most frequent first); labels past ``limit`` share 'other'."""
-    cmap = colormaps["tab20"]
-    colours = [cmap(i) for i in range(20) if i not in (14, 15)]  # tab20's two greys are kept for 'other'
+def _label_colours(labels: Counter) -> dict[str, str]:
+    """A fixed colour per hierarchical label, most frequent first: tab10's strong colours, then tab20's
+    light ones (greys left out, kept for 'other'); labels past those 18 share the grey of 'other'."""
+    strong = [colormaps["tab10"](i) for i in range(10) if i != 7]
+    light = [colormaps["tab20"](i) for i in range(1, 20, 2) if i != 15]
+    palette = strong + light
     ranked = sorted(labels, key=lambda lb: (-labels[lb], lb))
-    return {lb: colours[i] if i < limit else GREY for i, lb in enumerate(ranked)}
+    return {lb: palette[i] if i < len(palette) else GREY for i, lb in enumerate(ranked)}
 
 
 def _subsets(rows: list[dict]) -> list[str]:
@@ -121,7 +123,9 @@ def tsne_figure(rows: list[dict]) -> bytes:
     axes = fig.subplots(1, len(subsets), squeeze=False)[0]
     for ax, subset in zip(axes, subsets, strict=True):
         pts = [r for r in rows if r["subset"] == subset]
-        ax.scatter([r["x"] for r in pts], [r["y"] for r in pts], s=6, linewidths=0,
+        # big points for a few hundred, small ones for the paper's 25k per subset
+        size = min(24.0, max(2.0, 3000.0 / max(len(pts), 1)))
+        ax.scatter([r["x"] for r in pts], [r["y"] for r in pts], s=size, linewidths=0,
                    c=[colours[r["hierarchical_label"]] for r in pts])
         ax.set_title(f"{subset} (n={len(pts)})")
         ax.set_xticks([])

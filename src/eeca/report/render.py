@@ -47,10 +47,11 @@ _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1300px;
        padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.6em 0 0.3em; font-size: 0.92em; }
-th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
 th { background: #f2f2f2; }
 td:first-child, th:first-child { text-align: left; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 0.3em 0; }
+.scroll { overflow-x: auto; }
 .note { color: #555; font-size: 0.88em; margin: 0.1em 0 0.8em; }
 .notrun { color: #8a4b00; }
 figure { margin: 1em 0 1.6em; }
@@ -79,8 +80,8 @@ def to_html(title: str, blocks: list[Block], generated_at: str) -> str:
         elif isinstance(b, Table):
             head = "".join(f"<th>{e(c)}</th>" for c in b.columns)
             body = "".join("<tr>" + "".join(f"<td>{e(v)}</td>" for v in row) + "</tr>" for row in b.rows)
-            out.append(f'<table id="{e(b.key)}"><caption>{e(b.title)}</caption>'
-                       f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            out.append(f'<div class="scroll"><table id="{e(b.key)}"><caption>{e(b.title)}</caption>'
+                       f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>")
             out += [f'<p class="note">{e(n)}</p>' for n in b.notes]
         else:
             out.append(f'<p class="notrun" id="{e(b.key)}"><b>{e(b.title)}</b>: not run ({e(b.reason)})</p>')

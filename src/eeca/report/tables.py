@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eeca.report.data import ABLATIONS, CHAIN, LEVEL_NAMES, LEVELS, SELECTIONS, Cell, fmt_size
+from eeca.report.data import CHAIN, LEVEL_NAMES, LEVELS, SELECTIONS, Cell, cell_order, fmt_size
 
 # the paper's row order in Table 1, with its category column
 TABLE1_ORDER = (("BRS", "Reference"), ("LCS", "VE-Unknown"), ("HSS", "VE-Known"), ("HDS", "VE-Known"))
@@ -271,12 +271,11 @@ def table7(cells: list[Cell], paper: dict | None) -> Table | NotRun:
 
 def all_cells(cells: list[Cell]) -> Table:
     """Every cell: level percentages, accuracy with its bootstrap 95% interval, and counts."""
-    order = sorted(cells, key=lambda c: (SELECTIONS.index(c.selection) if c.selection in SELECTIONS else -1,
-                                         c.size, ABLATIONS.index(c.ablation), c.judge))
-    rows = [[c.label, c.cell_id, str(c.n), *(num(c.pct(lv)) for lv in LEVELS),
-             f"{num(c.accuracy)} [{num(c.acc_ci_low)}, {num(c.acc_ci_high)}]", *_counts(c)] for c in order]
-    columns = ["Cell", "cell_id", "n", *(f"{LEVEL_NAMES[lv]} %" for lv in LEVELS),
-               "Accuracy % [95% CI]", *COUNT_COLUMNS]
+    rows = [[c.label, str(c.n), *(num(c.pct(lv)) for lv in LEVELS),
+             f"{num(c.accuracy)} [{num(c.acc_ci_low)}, {num(c.acc_ci_high)}]", *_counts(c), c.cell_id]
+            for c in sorted(cells, key=cell_order)]
+    columns = ["Cell", "n", *(f"{LEVEL_NAMES[lv]} %" for lv in LEVELS), "Accuracy % [95% CI]",
+               *COUNT_COLUMNS, "cell_id"]
     return Table("cells", "Every cell: levels, accuracy with bootstrap 95% interval, counts", columns, rows)
 
 
