@@ -210,9 +210,15 @@ def test_metrics_mismatch_and_failures_are_reported(tmp_path, run_eeca):
     m = json.loads(path.read_text())
     m["counts"]["known"] = 12
     path.write_text(json.dumps(m))
+    rows = pq.read_table(run / "results.parquet").to_pylist()
+    rows[0].update(n_failed=3, acc_ci_high=rows[0]["accuracy"] - 1)
+    pq.write_table(pa.Table.from_pylist(rows), run / "results.parquet")
     run_eeca("report", run)
     md = (run / "report" / "report.md").read_text()
     assert re.search(r"Check: HSS-40-eac: .*metrics.json disagrees with results.parquet: count_known 12 vs 13", md)
+    cid = rows[0]["cell_id"]
+    assert f"Check: {cid} (rule): 3 of 100 judgments failed (counted apart, not scored as Unknown)." in md
+    assert f"Check: {cid} (rule): bootstrap interval [6.50, 9.00] does not contain the accuracy 10.00." in md
 
 
 def test_paper_numbers_beside_ours_at_paper_sizes(tmp_path, run_eeca):
@@ -223,7 +229,7 @@ def test_paper_numbers_beside_ours_at_paper_sizes(tmp_path, run_eeca):
     gain = page.tables["table1_gain"]
     assert gain[0][-2:] == ["25k (paper)", "50k (paper)"]
     assert row(gain, "Reference")[-2:] == ["40.10", "56.20"]
-    assert gain[4][-2:] == ["49.30", "64.10"]  # HDS
+    assert gain[4][-2:] == ["49.30 (+9.20)", "64.10 (+7.90)"]  # HDS, as printed in the paper
     t3 = page.tables["table3"]
     assert row(t3, "+ L_EAC")[-3:] == ["8.52", "7.00", "15.52"]
     assert row(page.tables["table6"], "Baseline")[-1] == "103/114/145/2138"

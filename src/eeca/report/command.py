@@ -39,15 +39,16 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
     results = run / "results.parquet"
     cells = load_results(results) if results.is_file() else []
     found = load_analysis(analysis_dir)
+    no_results = f"{results} {'has no rows' if results.is_file() else 'not found'}"
     if not cells and found.tsne is None and found.category_counts is None and found.probe is None:
-        print(f"eeca report: nothing to report: {results} not found and no analysis files in "
-              f"{analysis_dir}", file=sys.stderr)
+        print(f"eeca report: nothing to report: {no_results} and no analysis files in {analysis_dir}",
+              file=sys.stderr)
         return 2
     numbers = paper_numbers()
     paper_sizes = {int(n) for n in numbers["table1"]["values"]["BRS"]}
     show_paper = paper or any(c.size in paper_sizes for c in cells)
 
-    missing = [] if cells else [f"{results} not found: no result tables or result figures"]
+    missing = [] if cells else [f"{no_results}: no result tables or result figures"]
     blocks: list[Block] = [Paragraph(f"Run directory: {run}. " + (
         f"{len(cells)} cell result(s), judge(s): {', '.join(sorted({c.judge for c in cells}))}. "
         if cells else "") + ("The paper's published numbers are shown beside ours (columns marked "

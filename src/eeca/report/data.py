@@ -143,6 +143,9 @@ def check_cells(run_dir: Path, cells: list[Cell]) -> list[str]:
         if abs(c.accuracy - (c.strongly_known + c.known)) > 0.01:
             problems.append(f"{c.cell_id} ({c.judge}): accuracy {c.accuracy:.2f} != Strongly Known + Known "
                             f"{c.strongly_known + c.known:.2f}")
+        if not c.acc_ci_low <= c.accuracy <= c.acc_ci_high:
+            problems.append(f"{c.cell_id} ({c.judge}): bootstrap interval [{c.acc_ci_low:.2f}, "
+                            f"{c.acc_ci_high:.2f}] does not contain the accuracy {c.accuracy:.2f}")
         metrics_path = Path(run_dir, c.cell_dir, "metrics.json")  # an absolute cell_dir stays absolute
         if not metrics_path.is_file():
             problems.append(f"{c.cell_id}: {metrics_path} not found (results row not cross-checked)")

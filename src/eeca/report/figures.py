@@ -62,7 +62,8 @@ def accuracy_figure(cells: list[Cell]) -> bytes:
     ax = fig.add_subplot()
     ys = range(len(cells))
     acc = [c.accuracy for c in cells]
-    err = [[c.accuracy - c.acc_ci_low for c in cells], [c.acc_ci_high - c.accuracy for c in cells]]
+    # an interval that does not contain its accuracy is listed under the report's checks; drawn clipped
+    err = [[max(0.0, c.accuracy - c.acc_ci_low) for c in cells], [max(0.0, c.acc_ci_high - c.accuracy) for c in cells]]
     ax.errorbar(acc, ys, xerr=err, fmt="o", color="#2166ac", capsize=3)
     ax.set_yticks(list(ys), [f"{c.label} [{c.judge}]" for c in cells])
     ax.invert_yaxis()

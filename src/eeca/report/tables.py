@@ -87,6 +87,7 @@ def table4_size(cells: list[Cell]) -> int | None:
 
 def table1(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
     title = "Table 1: accuracy by data selection and size"
+    # reverse order so that, as in find(), the first cell by (table, cell_id) wins a duplicate key
     grid = {(c.selection, c.size): c for c in sorted(cells, key=lambda c: (c.table, c.cell_id), reverse=True)
             if c.ablation == "data" and c.selection in SELECTIONS}
     if len(grid) < 2:
@@ -123,7 +124,8 @@ def table1(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
         matched = [n for n in sizes if str(n) in values["BRS"]]
         gain.columns += [f"{fmt_size(n)} (paper)" for n in matched]
         for row in gain.rows:
-            row += [num(values[row[1]][str(n)]) for n in matched]
+            row += [with_delta(values[row[1]][str(n)], None if row[1] == "BRS" else values["BRS"][str(n)])
+                    for n in matched]
         if not matched:
             gain.notes.append("The paper's sizes (" + ", ".join(fmt_size(int(n)) for n in values["BRS"])
                               + ") are not in this run; no paper column.")
