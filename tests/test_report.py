@@ -172,7 +172,8 @@ def test_html_is_self_contained_and_markdown_twin(full_report):
     out = full_report[0]
     page = parse(out / "report.html")
     assert not [link for link in page.links if re.match(r"\s*(https?:)?//", link)]
-    assert "<script" not in (out / "report.html").read_text() and "<link" not in (out / "report.html").read_text()
+    text = (out / "report.html").read_text()
+    assert "<script" not in text and "<link" not in text and "url(" not in text and "@import" not in text
     pngs = sorted(out.glob("*.png"))
     names = {p.stem for p in pngs}
     assert {"fig3_tsne", "fig4_categories", "fig5_accuracy_vs_size", "levels", "accuracy_ci"} <= names
@@ -200,7 +201,7 @@ def test_missing_inputs_are_listed_not_fatal(tmp_path, run_eeca):
     t3 = parse(tmp_path / "out" / "report.html").tables["table3"]  # only baseline and +L_EAC were run
     assert t3[2][1:] == ["not run"] * 3
     assert t3[5] == ["+ L_EAC", "24.00 (+20.00)", "13.00 (+7.00)", "37.00 (+27.00)"]
-    assert f"Missing: {run / 'analysis' / 'tsne.parquet'} not found." in md
+    assert f"- Missing: {run / 'analysis' / 'tsne.parquet'} not found." in md
     assert "metrics.json not found" in md
 
 
@@ -217,7 +218,7 @@ def test_metrics_mismatch_and_failures_are_reported(tmp_path, run_eeca):
     md = (run / "report" / "report.md").read_text()
     assert re.search(r"Check: HSS-40-eac: .*metrics.json disagrees with results.parquet: count_known 12 vs 13", md)
     cid = rows[0]["cell_id"]
-    assert f"Check: {cid} (rule): 3 of 100 judgments failed (counted apart, not scored as Unknown)." in md
+    assert f"- Check: {cid} (rule): 3 of 100 judgments failed (counted apart, not scored as Unknown)." in md
     assert f"Check: {cid} (rule): bootstrap interval [6.50, 9.00] does not contain the accuracy 10.00." in md
 
 

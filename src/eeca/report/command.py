@@ -17,7 +17,7 @@ from pathlib import Path
 from eeca.io import atomic_write
 from eeca.report import figures as F
 from eeca.report.data import Cell, check_cells, load_analysis, load_results, paper_numbers
-from eeca.report.render import Block, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
+from eeca.report.render import Block, Bullets, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
 from eeca.report.tables import NotRun, Table, count_tables, paper_tables
 
 
@@ -63,14 +63,12 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
     problems = check_cells(run, cells)
     not_run = [b for b in blocks if isinstance(b, NotRun)]
     blocks.append(Heading("Not run, missing inputs and checks"))
-    blocks += [Paragraph(f"Not run: {b.title}.") for b in not_run]
-    blocks += [Paragraph(f"Missing: {m}.") for m in missing]
-    blocks += [Paragraph(f"Check: {p}.") for p in problems]
-    if not (not_run or missing or problems):
-        blocks.append(Paragraph("Everything the report can show was found; all checks passed."))
+    items = ([f"Not run: {b.title}." for b in not_run] + [f"Missing: {m}." for m in missing]
+             + [f"Check: {p}." for p in problems])
+    blocks.append(Bullets(items) if items else
+                  Paragraph("Everything the report can show was found; all checks passed."))
     if show_paper:
-        blocks.append(Heading("Notes on the paper's numbers", 3))
-        blocks += [Paragraph(n) for n in numbers["notes"]]
+        blocks += [Heading("Notes on the paper's numbers", 3), Bullets(numbers["notes"])]
 
     title = f"eeca report: {run.resolve().name}"
     figs = [b for b in blocks if isinstance(b, Figure)]

@@ -27,6 +27,11 @@ class Paragraph:
 
 
 @dataclass
+class Bullets:
+    items: list[str]
+
+
+@dataclass
 class Preformatted:
     text: str
 
@@ -41,7 +46,7 @@ class Figure:
     caption: str = ""
 
 
-Block = Heading | Paragraph | Preformatted | Figure | Table | NotRun
+Block = Heading | Paragraph | Bullets | Preformatted | Figure | Table | NotRun
 
 _CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1300px;
@@ -71,6 +76,8 @@ def to_html(title: str, blocks: list[Block], generated_at: str) -> str:
             out.append(f"<h{b.level}>{e(b.text)}</h{b.level}>")
         elif isinstance(b, Paragraph):
             out.append(f"<p>{e(b.text)}</p>")
+        elif isinstance(b, Bullets):
+            out.append("<ul>" + "".join(f"<li>{e(i)}</li>" for i in b.items) + "</ul>")
         elif isinstance(b, Preformatted):
             out.append(f"<pre>{e(b.text)}</pre>")
         elif isinstance(b, Figure):
@@ -100,6 +107,8 @@ def to_markdown(title: str, blocks: list[Block]) -> str:
             out += ["#" * b.level + " " + b.text, ""]
         elif isinstance(b, Paragraph):
             out += [b.text, ""]
+        elif isinstance(b, Bullets):
+            out += [f"- {i}" for i in b.items] + [""]
         elif isinstance(b, Preformatted):
             out += ["```", b.text, "```", ""]
         elif isinstance(b, Figure):
