@@ -272,11 +272,11 @@ def test_bad_results_name_file_row_and_field(tmp_path, run_eeca):
 
 
 def test_each_judge_gets_its_own_tables_and_figures(tmp_path, run_eeca):
-    run = write_run(tmp_path / "run", judges=("llm", "rule"), analysis=False)
+    run = write_run(tmp_path / "run", judges=("openai/gpt-4o", "rule"), analysis=False)
     run_eeca("report", run)
     md = (run / "report" / "report.md").read_text()
-    assert "## The paper's tables (judge: llm)" in md and "## The paper's tables (judge: rule)" in md
-    assert {"levels-llm.png", "levels-rule.png"} <= {p.name for p in (run / "report").glob("*.png")}
+    assert "## The paper's tables (judge: openai/gpt-4o)" in md and "## The paper's tables (judge: rule)" in md
+    assert {"levels-openai_gpt-4o.png", "levels-rule.png"} <= {p.name for p in (run / "report").glob("*.png")}
     assert md.count("| + L_HC | 22.00 (+1.00) | 13.00 (+1.00) | 35.00 (+2.00) |") == 2
 
 

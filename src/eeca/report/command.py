@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -57,7 +58,7 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
     for judge in judges:
         suffix = f" (judge: {judge})" if len(judges) > 1 else ""
         blocks += _result_blocks([c for c in cells if c.judge == judge], numbers if show_paper else None,
-                                 suffix, f"-{judge}" if len(judges) > 1 else "")
+                                 suffix, "-" + re.sub(r"[^\w.-]+", "_", judge) if len(judges) > 1 else "")
     blocks += _analysis_blocks(found)
     missing += found.missing
     problems = check_cells(run, cells)
