@@ -26,6 +26,9 @@ from eeca import __version__
 COMMANDS: dict[str, str] = {
     "gldv2 ingest": "eeca.gldv2.ingest:ingest_command",
     "gldv2 download": "eeca.gldv2.download:download_command",
+    "mgld stage2": "eeca.mgld.stages:stage2_command",
+    "mgld stage3": "eeca.mgld.stages:stage3_command",
+    "mgld validate": "eeca.mgld.validate:validate_command",
 }
 
 
