@@ -10,7 +10,7 @@ import time
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import make_world, write_config
+from mgld_world import make_world, write_config
 
 from eeca.cli import main
 from eeca.config import from_dict

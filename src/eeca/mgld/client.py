@@ -160,7 +160,8 @@ class ChatClient:
                 return fn(**kwargs)
             except openai.APIStatusError as e:
                 status, retry_after = e.status_code, _retry_after(e.response)
-                reason = f"HTTP {status}: {_short(e.message)}"
+                body = e.body if isinstance(e.body, dict) else {}
+                reason = f"HTTP {status}: {_short(body.get('message') or e.message)}"
                 if status in (401, 403):
                     raise FatalChatError(f"{self.base_url}: {reason} (check the API key variable)") from None
                 if status == 404:
