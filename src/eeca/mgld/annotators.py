@@ -372,9 +372,9 @@ class HFAnnotator(Annotator):
 class TemplateAnnotator(Annotator):
     """Offline, deterministic replies from the landmark's facts, in phrasings seeded per sample.
 
-    Stage 2: "This is <name>, a <label> in <place>. ..." with the entities and the description
-    when the facts have them (the synthetic world's ground truth) and the place read from a
-    GLDv2 name's parenthesis otherwise. Stage 3: the ground-truth entities and label when known,
+    Stage 2: "This is <name>, a <label> in <place>. ..." followed by the entities (or, without
+    entities, the description) when the facts have them (the synthetic world's ground truth); the
+    place is read from a GLDv2 name's parenthesis when no place is known. Stage 3: the ground-truth entities and label when known,
     otherwise what GLDv2 metadata offers (label, supercategory, natural or human-made, place).
     The image is checked to exist, like every backend, but not read.
     """
@@ -418,7 +418,8 @@ class TemplateAnnotator(Annotator):
         f = req.facts
         label, place, entities = _label(f), _place(f), list(f.get("entities") or [])
         features = f" It is recognisable by its {_join(entities[:3])}." if entities else ""
-        description = f" {f['description'].strip()}" if f.get("description") else ""
+        # a description usually restates the entities (the synthetic world's does): one or the other
+        description = f" {f['description'].strip()}" if f.get("description") and not entities else ""
         answer = self._STAGE2[self._pick(req, len(self._STAGE2))].format(
             name=f["name"], what=f", {_article(label)} {label}" if label else "",
             where=f" in {place}" if place else "", features=features, description=description)
