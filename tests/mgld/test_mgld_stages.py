@@ -105,6 +105,11 @@ def test_bad_inputs_are_errors_naming_file_row_and_field(world):
     pq.write_table(pa.Table.from_pylist(rows), root / "id.parquet")
     with pytest.raises(ValueError, match=r"field 'id': '../../etc/passwd' is not a GLDv2 id"):
         run_stage2(from_dict(MgldConfig, world["config"], overrides=[f"stage1={root / 'id.parquet'}"]))
+    lms = [dict(m) for m in world["landmarks"]]
+    lms[2]["name"] = ""
+    pq.write_table(pa.Table.from_pylist(lms), root / "names.parquet")
+    with pytest.raises(ValueError, match=r"names.parquet: row 2: field 'name' is empty"):
+        run_stage2(from_dict(MgldConfig, world["config"], overrides=[f"landmarks={root / 'names.parquet'}"]))
     pq.write_table(pa.table({"landmark_id": [1]}), root / "cols.parquet")
     with pytest.raises(ValueError, match=r"cols.parquet: missing column\(s\) \['id', 's_gt', 'rsr'\]"):
         run_stage2(from_dict(MgldConfig, world["config"], overrides=[f"stage1={root / 'cols.parquet'}"]))
@@ -152,3 +157,17 @@ def test_kill_9_during_stage2_then_rerun_gives_identical_output(tmp_path):
         assert (tmp_path / "killed" / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
     lines = [json.loads(x) for x in store.read_text().splitlines()]
     assert len(lines) == len({x["id"] for x in lines}) == 30  # no duplicate, no lost row
+
+
+def test_float32_scores_are_written_as_their_shortest_decimal(tmp_path):
+    import pyarrow as pa
+
+    w = make_world(tmp_path, n=4)
+    t = pq.read_table(tmp_path / "stage1.parquet")
+    t = t.set_column(2, "s_gt", t.column("s_gt").cast(pa.float32()))
+    pq.write_table(t, tmp_path / "stage1.parquet")
+    cfg = from_dict(MgldConfig, w["config"], overrides=["split.test_count=1"])
+    run_stage2(cfg)
+    run_stage3(cfg)
+    recs = json.loads((tmp_path / "out/train.json").read_text()) + json.loads((tmp_path / "out/test.json").read_text())
+    assert sorted(r["s_gt"] for r in recs) == [0.2, 0.21, 0.22, 0.23]

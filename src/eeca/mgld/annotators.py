@@ -107,7 +107,11 @@ class Result:
 
 
 class ResponseCache:
-    """Valid replies keyed by request hash, in an append-only JSONL file (written by one thread)."""
+    """Valid replies keyed by request hash, in an append-only JSONL file.
+
+    Only the thread consuming :meth:`Annotator.annotate` writes; worker threads only look up
+    (a single dict read, atomic in CPython).
+    """
 
     def __init__(self, path: Path):
         self._store = JsonlStore(path, key="key")

@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
@@ -150,7 +151,10 @@ def load_samples(cfg: MgldConfig) -> list[Sample]:
     meta = {}
     optional = [c for c in ("hierarchical_label", "supercategory", "natural_or_human_made")
                 if c in landmarks.column_names]
-    for row in landmarks.select(["landmark_id", "name", *optional]).to_pylist():
+    for i, row in enumerate(landmarks.select(["landmark_id", "name", *optional]).to_pylist()):
+        if row["landmark_id"] is None or not row["name"]:
+            field_ = "landmark_id" if row["landmark_id"] is None else "name"
+            raise ValueError(f"{cfg.landmarks}: row {i}: field {field_!r} is empty")
         meta[int(row["landmark_id"])] = {k: v for k, v in row.items() if k != "landmark_id" and v not in (None, "")}
     truth = {}
     if cfg.truth is not None:
@@ -162,6 +166,9 @@ def load_samples(cfg: MgldConfig) -> list[Sample]:
     if cfg.images is not None:
         images = _read_table(cfg.images, ("id", "path"))
         paths = dict(zip(images.column("id").to_pylist(), images.column("path").to_pylist(), strict=True))
+    # float32 scores print as their shortest float32 decimal (0.3, not 0.30000001192092896)
+    as_float = {c: (lambda v: float(str(np.float32(v)))) if pa.types.is_float32(stage1.schema.field(c).type)
+                else float for c in ("s_gt", "rsr")}
     samples, seen = [], {}
     for i, row in enumerate(stage1.select(list(STAGE1_COLUMNS)).to_pylist()):
         where = f"{cfg.stage1}: row {i}"
@@ -180,7 +187,7 @@ def load_samples(cfg: MgldConfig) -> list[Sample]:
         t = truth.get(int(lm), {})
         facts.update({k: t[k] for k in ("hierarchical_label", "place", "entities", "description", "aliases")
                       if t.get(k)})
-        samples.append(Sample(sid, int(lm), float(row["s_gt"]), float(row["rsr"]),
+        samples.append(Sample(sid, int(lm), as_float["s_gt"](row["s_gt"]), as_float["rsr"](row["rsr"]),
                               _image_path(cfg, sid, paths, where), meta[int(lm)].get("hierarchical_label"),
                               facts))
     return samples
@@ -292,8 +299,7 @@ def _run_stage(cfg: MgldConfig, task: Task, samples: list[Sample], fields: Calla
     finally:
         store.close()
         annotator.close()
-        _write_failures(cfg.out / f"{stage}_failures.jsonl", samples, store, blocked)
-    failed = sum(1 for s in samples if s.id in blocked or store.get(s.id)["status"] != "ok")
+        failed = _write_failures(cfg.out / f"{stage}_failures.jsonl", samples, store, blocked)
     usage = annotator.summary()
     seconds = time.monotonic() - start
     summary = {
@@ -312,7 +318,8 @@ def _run_stage(cfg: MgldConfig, task: Task, samples: list[Sample], fields: Calla
     return summary
 
 
-def _write_failures(path: Path, samples: list[Sample], store: JsonlStore, blocked: dict[str, str]) -> None:
+def _write_failures(path: Path, samples: list[Sample], store: JsonlStore, blocked: dict[str, str]) -> int:
+    """List every sample without a valid result, with its reason; returns how many."""
     lines = []
     for s in samples:
         rec = store.get(s.id)
@@ -322,6 +329,7 @@ def _write_failures(path: Path, samples: list[Sample], store: JsonlStore, blocke
         if reason is not None:
             lines.append(json.dumps({"id": s.id, "landmark_id": s.landmark_id, "reason": reason}, ensure_ascii=False))
     atomic_write(path, "".join(line + "\n" for line in lines))
+    return len(lines)
 
 
 def export_mgld(cfg: MgldConfig, samples: list[Sample], qa: dict[str, dict]) -> dict:
