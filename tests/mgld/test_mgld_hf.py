@@ -97,9 +97,22 @@ def test_batched_left_padded_generation_equals_one_at_a_time(checkpoint, request
     assert batched == single and len(set(batched)) > 1
 
 
-def test_valid_replies_after_a_reask_are_ok_and_cached(checkpoint, requests_, tmp_path):
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@CUDA
+def test_cuda_loads_bf16_and_generates_in_batches(checkpoint, requests_):
     task, reqs = requests_
-    ann = HFAnnotator(_cfg(checkpoint), cache_path=tmp_path / "cache.jsonl")
+    ann = HFAnnotator(_cfg(checkpoint, device="auto"))
+    results = list(ann.annotate(task, reqs))
+    assert ann._model.device.type == "cuda" and ann._model.dtype == torch.bfloat16
+    assert len(results) == 3 and all(r.status == "failed" and r.attempts == 2 for r in results)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=CUDA)])
+def test_valid_replies_after_a_reask_are_ok_and_cached(checkpoint, requests_, tmp_path, device):
+    task, reqs = requests_
+    ann = HFAnnotator(_cfg(checkpoint, device=device), cache_path=tmp_path / "cache.jsonl")
     ann._load()
     tok = ann._processor.tokenizer
     calls = []
@@ -112,7 +125,7 @@ def test_valid_replies_after_a_reask_are_ok_and_cached(checkpoint, requests_, tm
             text = "not json" if (len(calls) == 1 and b == 0) else json.dumps({"answer": f"Reply {len(calls)}.{b}"})
             rows.append(tok.encode(text, add_special_tokens=False) + [tok.eos_token_id])
         width = max(map(len, rows))
-        new = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows])
+        new = torch.tensor([r + [tok.pad_token_id] * (width - len(r)) for r in rows], device=input_ids.device)
         return torch.cat([input_ids, new], dim=1)
 
     ann._model.generate = fake_generate
@@ -123,7 +136,7 @@ def test_valid_replies_after_a_reask_are_ok_and_cached(checkpoint, requests_, tm
     assert results[reqs[2].id].reply == {"answer": "Reply 3.0"}
     assert ann.usage.reasks == 1
     ann.close()
-    again = HFAnnotator(_cfg(checkpoint), cache_path=tmp_path / "cache.jsonl")
+    again = HFAnnotator(_cfg(checkpoint, device=device), cache_path=tmp_path / "cache.jsonl")
     cached = {r.id: r for r in again.annotate(task, reqs)}
     assert again._model is None and again.usage.cached == 3  # nothing generated, the model never loaded
     assert {k: r.reply for k, r in cached.items()} == {k: r.reply for k, r in results.items()}
