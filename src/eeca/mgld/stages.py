@@ -270,28 +270,28 @@ def _run_stage(cfg: MgldConfig, task: Task, samples: list[Sample], fields: Calla
     cache = cfg.annotator.cache or cfg.out / "cache.jsonl"
     annotator = build_annotator(cfg.annotator, cache, seed=cfg.seed)
     store = JsonlStore(cfg.out / f"{stage}.jsonl")
-    todo, filled, resumed = [], {}, 0
+    todo, resumed = [], 0
     for s in samples:
         if s.id in blocked:
             continue
-        f = fields(s)
-        prompt = task.prompt(**f)
-        filled[s.id] = f
         done = store.get(s.id)
-        if done is not None and done["status"] == "ok" and done["fingerprint"] == annotator.fingerprint(task, prompt):
+        if done is not None and done["status"] == "ok" and \
+                done["fingerprint"] == annotator.fingerprint(task, task.prompt(**fields(s))):
             resumed += 1
-            continue
-        todo.append(Request(s.id, cfg.image_root / s.image, prompt, f, s.facts))
+        else:
+            todo.append(s)
+    # requests are built as the annotator asks for them: prompts of 200k samples stay off the heap
+    requests = (Request(s.id, cfg.image_root / s.image, task.prompt(**fields(s)), fields(s), s.facts) for s in todo)
     by_id = {s.id: s for s in samples}
     new_ok = 0
     try:
-        bar = tqdm(annotator.annotate(task, todo), total=len(todo), desc=f"mgld {stage}", unit="sample")
+        bar = tqdm(annotator.annotate(task, requests), total=len(todo), desc=f"mgld {stage}", unit="sample")
         for r in bar:
             s = by_id[r.id]
             rec = {"id": r.id, "landmark_id": s.landmark_id, "status": r.status, "fingerprint": r.fingerprint,
                    "attempts": r.attempts, "cached": r.cached}
             if r.status == "ok":
-                rec.update(record(s, filled[r.id], r.reply))
+                rec.update(record(s, fields(s), r.reply))
                 new_ok += 1
             else:
                 rec["reason"] = r.reason
