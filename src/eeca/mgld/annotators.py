@@ -45,6 +45,9 @@ class AnnotatorConfig:
 
     ``model`` is the served model name for ``openai`` and the checkpoint folder for ``hf``.
     Prices are US dollars per million tokens (defaults: GPT-4o list prices; 0 for local servers).
+    ``delay_s`` pauses before each request (a throttle for a server that takes less than
+    ``concurrency`` allows; it also makes a run slow enough to interrupt in a test). ``cache`` is
+    the reply cache file (default ``<out>/cache.jsonl``); point several runs at one to share it.
     """
 
     backend: Literal["openai", "hf", "template"] = "template"
