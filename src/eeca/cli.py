@@ -27,6 +27,9 @@ COMMANDS: dict[str, str] = {
     "gldv2 ingest": "eeca.gldv2.ingest:ingest_command",
     "gldv2 download": "eeca.gldv2.download:download_command",
     "report": "eeca.report.command:report_command",
+    "mgld stage2": "eeca.mgld.stages:stage2_command",
+    "mgld stage3": "eeca.mgld.stages:stage3_command",
+    "mgld validate": "eeca.mgld.validate:validate_command",
 }
 
 
