@@ -26,6 +26,9 @@ from eeca import __version__
 COMMANDS: dict[str, str] = {
     "gldv2 ingest": "eeca.gldv2.ingest:ingest_command",
     "gldv2 download": "eeca.gldv2.download:download_command",
+    "generate": "eeca.evaluate.generate:generate_command",
+    "judge": "eeca.evaluate.judge:judge_command",
+    "metrics": "eeca.evaluate.metrics:metrics_command",
 }
 
 
