@@ -17,10 +17,9 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from tiny_llava import build_tiny_llava  # noqa: E402
-
 from eeca.config import from_dict  # noqa: E402
 from eeca.evaluate.generate import GenerateConfig, build_prompt, generate_batch, load_model  # noqa: E402
+from tiny_llava import build_tiny_llava  # noqa: E402
 
 N_QUESTIONS, K, NEW_TOKENS, BATCH = 16, 5, 32, 8
 

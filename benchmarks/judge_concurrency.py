@@ -13,10 +13,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from fake_openai import FakeOpenAI  # noqa: E402
-
 from eeca.config import from_dict  # noqa: E402
 from eeca.evaluate.judge import JudgeConfig, run_judge  # noqa: E402
+from fake_openai import FakeOpenAI  # noqa: E402
 
 N, LATENCY, CONCURRENCY = 64, 0.05, 16
 

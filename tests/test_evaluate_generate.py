@@ -187,3 +187,28 @@ def test_missing_image_is_a_counted_skip_and_bad_records_are_named(world, tmp_pa
     path.write_text(json.dumps([{**records[0], "conversations": [{"from": "gpt", "value": "x"}]}]))
     with pytest.raises(ValueError, match=r"record 0 \(id q0\): field 'conversations'"):
         run_generate(make_cfg(world, test_json=str(path)), tmp_path / "o3")
+
+
+def test_entity_prompt_appends_the_record_entities(world, tmp_path):
+    out = tmp_path / "ep"
+    run_generate(make_cfg(world, entity_prompt=True), out)
+    row = read_jsonl(out / "generations.jsonl")[0]
+    assert row["question"] == "Which landmark is this?\nEntities in the image: stone, spire."
+    assert row["gen_config_hash"] != make_cfg(world).hash()
+
+
+@pytest.mark.slow
+def test_accelerate_launch_two_processes_equals_one_run(world, tmp_path):
+    # EECA_SLOW=1 pytest tests/test_evaluate_generate.py -m slow  (--multi_gpu: torchrun processes; on a
+    # machine without an accelerator they coordinate over gloo on CPU)
+    cfg = {"model": str(world["model"]), "test_json": str(world["test_json"]), "image_root": str(world["images"]),
+           "k": 3, "max_new_tokens": 6, "batch_size": 2, "temperature": 1.0, "top_p": 0.95}
+    yaml_path = tmp_path / "gen.yaml"
+    yaml_path.write_text("\n".join(f"{k}: {json.dumps(v)}" for k, v in cfg.items()) + "\n")
+    run_generate(make_cfg(world), tmp_path / "one")
+    subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                    "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                    "-m", "eeca", "generate", str(yaml_path), str(tmp_path / "two")],
+                   env=eeca_env(), check=True, capture_output=True, timeout=600)
+    assert (tmp_path / "two" / "parts" / "generations.00001-of-00002.jsonl").exists()
+    assert (tmp_path / "two" / "generations.jsonl").read_bytes() == (tmp_path / "one" / "generations.jsonl").read_bytes()

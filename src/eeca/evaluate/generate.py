@@ -176,6 +176,9 @@ def generate_batch(model, processor, prompts: list[str], images: list[Image.Imag
     for name, t in inputs.items():  # pixel inputs follow the model's dtype
         if t.is_floating_point():
             inputs[name] = t.to(model.dtype)
+    image_token_id = getattr(model.config, "image_token_id", None)
+    if image_token_id is not None and (input_ids[:, -1] == image_token_id).any():
+        raise ValueError("a prompt ends with an image placeholder; the shared prefill needs text after the image")
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)  # (B, T); pads sit at 0
     # Prefill all but the last prompt token: generate() then feeds that token against the cache.
     out = model(input_ids=input_ids[:, :-1], attention_mask=attention_mask[:, :-1],
@@ -252,7 +255,8 @@ def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx:
     """Generate this process's share of the test set into ``out/parts``; merge when all parts are done."""
     from accelerate import PartialState
 
-    state = PartialState()
+    # Without an accelerator the processes of `accelerate launch` / torchrun coordinate over gloo on CPU.
+    state = PartialState(cpu=not torch.accelerator.is_available())
     if not 0 <= chunk_idx < num_chunks:
         raise ValueError(f"--chunk-idx {chunk_idx} is outside 0..{num_chunks - 1}")
     total = num_chunks * state.num_processes
