@@ -343,16 +343,16 @@ def _line(obj: dict) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True) + "\n"
 
 
-def generate_command(config: Path, out: Path, overrides: list[str] = (), num_chunks: int = 1,
-                     chunk_idx: int = 0) -> int:
+def generate_command(config: Path, out: Path, num_chunks: int = 1, chunk_idx: int = 0,
+                     overrides: list[str] = ()) -> int:
     """Generate k sampled answers per MGLD test question (resumable; chunks and accelerate launch).
 
     Args:
         config: YAML file of GenerateConfig (configs/synth/generate.yaml, configs/paper/generate.yaml).
         out: output folder: generations.jsonl, answers.jsonl, skipped.jsonl, generation_config.json, parts/.
-        overrides: config overrides such as k=5 seed=1 entity_prompt=true.
         num_chunks: split the test set into this many chunks (one process or job each).
         chunk_idx: which chunk this process runs (0-based).
+        overrides: config overrides such as k=5 seed=1 entity_prompt=true.
     """
     cfg = load_config(GenerateConfig, config, list(overrides))
     stats = run_generate(cfg, Path(out), num_chunks, chunk_idx)

@@ -283,7 +283,11 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
     """Judge every generation, reusing cached verdicts; write judgments, metrics and a summary."""
     gens = read_jsonl(cfg.generations)
     truths = load_ground_truth(cfg.test_json, cfg.truth)
+    seen: set[str] = set()
     for n, g in enumerate(gens, 1):
+        if str(g.get("id")) in seen:
+            raise ValueError(f"{cfg.generations}: line {n}: duplicate id {g.get('id')!r}")
+        seen.add(str(g.get("id")))
         if str(g.get("id")) not in truths:
             raise ValueError(f"{cfg.generations}: line {n}: id {g.get('id')!r} is not in {cfg.test_json}")
         if not isinstance(g.get("responses"), list) or not g["responses"]:
@@ -331,7 +335,8 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
     metrics["judge"] = judge_id
     write_json(out / "metrics.json", metrics)
     cost = (usage["prompt_tokens"] * cfg.price_input_per_mtok + usage["completion_tokens"] * cfg.price_output_per_mtok) / 1e6
-    summary = {"judge": judge_id, "n": len(rows), "requests": n_requests, "cached": n_cached,
+    summary = {"judge": judge_id, "n": len(rows), "test_questions_without_generation": len(truths) - len(rows),
+               "requests": n_requests, "cached": n_cached,
                "failed": metrics["n_failed"], **usage, "cost_usd": round(cost, 4) if llm else 0.0,
                "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "judge_summary.json", summary)
@@ -353,7 +358,8 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
     result = run_judge(cfg, Path(out))
     s, m = result["summary"], result["metrics"]
     print(f"judge: {s['judge']}: {m['n']} judged, {m['n_failed']} failed (rerun to retry), {s['requests']} requests, "
-          f"{s['cached']} from cache, {s['prompt_tokens']}+{s['completion_tokens']} tokens, ${s['cost_usd']}; "
+          f"{s['cached']} from cache, {s['prompt_tokens']}+{s['completion_tokens']} tokens, ${s['cost_usd']}, "
+          f"{s['test_questions_without_generation']} test questions without generation; "
           f"accuracy {m['accuracy']:.2f}% [{m['acc_ci_low']:.2f}, {m['acc_ci_high']:.2f}] "
           f"(SK {m['strongly_known']:.2f} K {m['known']:.2f} WU {m['weakly_unknown']:.2f} U {m['unknown']:.2f})")
     return 1 if m["n_failed"] else 0
