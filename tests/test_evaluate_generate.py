@@ -211,3 +211,33 @@ def test_accelerate_launch_two_processes_equals_one_run(world, tmp_path):
                    env=eeca_env(), check=True, capture_output=True, timeout=600)
     assert (tmp_path / "two" / "parts" / "generations.00001-of-00002.jsonl").exists()
     assert (tmp_path / "two" / "generations.jsonl").read_bytes() == (tmp_path / "one" / "generations.jsonl").read_bytes()
+
+
+def test_extra_processor_outputs_reach_the_prefill_only(world, loaded):
+    # EECA's processor adds pixel_values_hr (B, G*G, 3, S, S); generate passes it through to the prefill.
+    from transformers import LlavaForConditionalGeneration
+
+    seen = []
+
+    class HrModel(LlavaForConditionalGeneration):
+        def forward(self, *args, pixel_values_hr=None, **kwargs):
+            seen.append(None if pixel_values_hr is None else tuple(pixel_values_hr.shape))
+            return super().forward(*args, **kwargs)
+
+    class HrProcessor:
+        def __init__(self, inner):
+            self.inner, self.tokenizer = inner, inner.tokenizer
+
+        def __call__(self, **kw):
+            out = self.inner(**kw)
+            out["pixel_values_hr"] = torch.zeros(out["pixel_values"].shape[0], 4, *out["pixel_values"].shape[1:])
+            return out
+
+    base, processor = loaded
+    model = HrModel(base.config).eval()
+    model.load_state_dict(base.state_dict())
+    cfg = make_cfg(world)
+    prompts, images, ids = _batch_inputs(world, processor, world["records"][:2])
+    answers = generate_batch(model, HrProcessor(processor), prompts, images, ids, cfg)
+    assert seen[0] == (2, 4, 3, 32, 32) and all(s is None for s in seen[1:])
+    assert answers == generate_batch(base, processor, prompts, images, ids, cfg)
