@@ -30,6 +30,9 @@ COMMANDS: dict[str, str] = {
     "mgld stage2": "eeca.mgld.stages:stage2_command",
     "mgld stage3": "eeca.mgld.stages:stage3_command",
     "mgld validate": "eeca.mgld.validate:validate_command",
+    "generate": "eeca.evaluate.generate:generate_command",
+    "judge": "eeca.evaluate.judge:judge_command",
+    "metrics": "eeca.evaluate.metrics:metrics_command",
 }
 
 
