@@ -22,10 +22,12 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from eeca.io import InputError
+
 T = TypeVar("T")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A configuration value is missing, unknown or of the wrong type; names file and field."""
 
     def __init__(self, source: str, field: str, message: str):

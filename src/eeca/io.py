@@ -24,6 +24,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+class InputError(ValueError):
+    """A bad input file or value, named by file (and line or field where there is one).
+
+    The ``eeca`` command prints these as one-line errors (exit status 1) instead of a traceback.
+    """
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
@@ -119,7 +126,7 @@ class JsonlStore:
                     self.torn_lines += 1
                     break
                 lineno = raw[:pos].count(b"\n") + 1
-                raise ValueError(
+                raise InputError(
                     f"{self.path}: line {lineno}: not a JSON record with "
                     f"field {self.key!r}; the file is damaged beyond a torn last line"
                 ) from None
@@ -179,5 +186,5 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
+                raise InputError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
     return out

@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
+from eeca.io import InputError
 
-class CsvFormatError(ValueError):
+
+class CsvFormatError(InputError):
     """A csv file cannot be read as GLDv2; names the file, the line and the field."""
 
     def __init__(self, path: Path, line: int | None, field: str | None, message: str):
@@ -52,8 +54,8 @@ def read_rows(path: Path, columns: tuple[str, ...], skips: SkipLog) -> Iterator[
     """
     if not path.is_file():
         raise CsvFormatError(path, None, None, "file not found")
-    with open(path, encoding="utf-8-sig", newline="") as f:
-        reader = csv.reader(f, strict=True)
+    with open(path, "rb") as f:
+        reader = csv.reader(_decoded_lines(f, path), strict=True)
         header = _next(reader, path)
         if header is None:
             raise CsvFormatError(path, 1, None, f"empty file; expected a header with {', '.join(columns)}")
@@ -75,6 +77,16 @@ def read_rows(path: Path, columns: tuple[str, ...], skips: SkipLog) -> Iterator[
             yield reader.line_num, [row[i] for i in index]
 
 
+def _decoded_lines(f, path: Path) -> Iterator[str]:
+    """UTF-8 lines of a binary file, decoded one at a time so a bad byte is reported on its own line."""
+    for lineno, raw in enumerate(f, 1):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise CsvFormatError(path, lineno, None, f"not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+        yield text.removeprefix("\ufeff") if lineno == 1 else text
+
+
 def _next(reader, path: Path) -> list[str] | None:
     try:
         return next(reader)
@@ -82,8 +94,6 @@ def _next(reader, path: Path) -> list[str] | None:
         return None
     except csv.Error as e:
         raise CsvFormatError(path, reader.line_num, None, f"malformed csv ({e})") from None
-    except UnicodeDecodeError as e:
-        raise CsvFormatError(path, reader.line_num + 1, None, f"not UTF-8 ({e.reason})") from None
 
 
 def parse_landmark_id(text: str) -> int:

@@ -32,6 +32,7 @@ exists and ``missing`` otherwise; decoding images is left to the stages that rea
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import Counter
 from pathlib import Path
@@ -41,10 +42,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from eeca.gldv2.csvfiles import CsvFormatError, SkipLog, parse_landmark_id, read_rows
+from eeca.gldv2.csvfiles import SkipLog, parse_landmark_id, read_rows
 from eeca.gldv2.names import landmark_name
 from eeca.gldv2.paths import check_id, image_relpath
-from eeca.io import atomic_path, write_parquet
+from eeca.io import atomic_path
 
 TRAIN = "train.csv"
 CATEGORY = "train_label_to_category.csv"
@@ -97,16 +98,22 @@ def ingest(root: Path, out: Path) -> IngestSummary:
     """Run the ingest (see the module docstring); returns its summary."""
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "skipped.csv") as tmp, open(tmp, "w", encoding="utf-8", newline="") as f:
+    # every output is renamed into place only when all of them are complete: a failure (or a kill)
+    # leaves the previous run's files, never a mix of old and new
+    has_clean = (root / CLEAN).exists()
+    with contextlib.ExitStack() as outputs:
+        names = ["skipped.csv", "images.parquet", "landmarks.parquet"] + ["clean.parquet"] * has_clean
+        tmp = {name: outputs.enter_context(atomic_path(out / name)) for name in names}
+        f = outputs.enter_context(open(tmp["skipped.csv"], "w", encoding="utf-8", newline=""))
         skips = SkipLog(f)
         categories = _read_categories(root / CATEGORY, skips)
         hierarchy = _read_hierarchy(root / HIERARCHICAL, categories, skips)
         seen = SeenIds()
-        n_images, missing = _write_images(root, out / "images.parquet", categories, seen, skips)
-        clean = _write_clean(root / CLEAN, out / "clean.parquet", categories, seen, skips)
+        n_images, missing = _write_images(root, tmp["images.parquet"], categories, seen, skips)
+        clean = _write_clean(root / CLEAN, tmp["clean.parquet"], categories, seen, skips) if has_clean else None
         ids = sorted(categories)
         empty = (None, None, None)
-        write_parquet(out / "landmarks.parquet", pa.table({
+        pq.write_table(pa.table({
             "landmark_id": ids,
             "name": [categories[i][1] for i in ids],
             "category_url": [categories[i][0] for i in ids],
@@ -114,7 +121,10 @@ def ingest(root: Path, out: Path) -> IngestSummary:
             "hierarchical_label": [hierarchy.get(i, empty)[1] for i in ids],
             "natural_or_human_made": [hierarchy.get(i, empty)[2] for i in ids],
             "n_images": [n_images.get(i, 0) for i in ids],
-        }, schema=LANDMARKS_SCHEMA))
+        }, schema=LANDMARKS_SCHEMA), tmp["landmarks.parquet"], compression="zstd")
+        f.close()
+    if not has_clean:
+        (out / "clean.parquet").unlink(missing_ok=True)  # from an earlier run over other csvs: stale
     counts = Counter({i: n_images.get(i, 0) for i in ids})
     return IngestSummary(counts, missing, skips.counts, clean)
 
@@ -179,8 +189,7 @@ def _write_images(root: Path, dest: Path, categories: dict, seen: SeenIds,
         for v in batch.values():
             v.clear()
 
-    with atomic_path(dest) as tmp, pq.ParquetWriter(tmp, IMAGES_SCHEMA, compression="zstd") as writer, \
-            tqdm(desc=TRAIN, unit=" rows", mininterval=1.0) as bar:
+    with pq.ParquetWriter(dest, IMAGES_SCHEMA, compression="zstd") as writer, tqdm(desc=TRAIN, unit=" rows", mininterval=1.0) as bar:
         for line, (image_id, url, lm_text) in read_rows(path, ("id", "url", "landmark_id"), skips):
             try:
                 rel = image_relpath(image_id)
@@ -210,15 +219,11 @@ def _write_images(root: Path, dest: Path, categories: dict, seen: SeenIds,
     return n_images, missing
 
 
-def _write_clean(path: Path, dest: Path, categories: dict, seen: SeenIds, skips: SkipLog) -> int | None:
-    """``train_clean.csv`` (landmark_id, space-separated image ids) -> ``dest``; None when absent."""
-    if not path.exists():
-        if dest.exists():
-            dest.unlink()  # a clean.parquet from an earlier run over other csvs would be stale
-        return None
+def _write_clean(path: Path, dest: Path, categories: dict, seen: SeenIds, skips: SkipLog) -> int:
+    """``train_clean.csv`` (landmark_id, space-separated image ids) -> ``dest``; returns its rows."""
     ids: list[str] = []
     landmarks: list[int] = []
-    with atomic_path(dest) as tmp, pq.ParquetWriter(tmp, CLEAN_SCHEMA, compression="zstd") as writer:
+    with pq.ParquetWriter(dest, CLEAN_SCHEMA, compression="zstd") as writer:
         for line, (lm_text, images) in read_rows(path, ("landmark_id", "images"), skips):
             try:
                 lm = parse_landmark_id(lm_text)
