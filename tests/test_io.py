@@ -10,10 +10,19 @@ import time
 
 import pyarrow as pa
 import pytest
-from conftest import eeca_env
 
-from eeca.io import (InputError, JsonlStore, atomic_path, atomic_write, read_json, read_jsonl, read_parquet,
-                     write_json, write_parquet)
+from conftest import eeca_env
+from eeca.io import (
+    InputError,
+    JsonlStore,
+    atomic_path,
+    atomic_write,
+    read_json,
+    read_jsonl,
+    read_parquet,
+    write_json,
+    write_parquet,
+)
 
 
 def test_atomic_write_replaces_the_file(tmp_path):
