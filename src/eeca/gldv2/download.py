@@ -101,7 +101,7 @@ def write_pending(csv_path: Path, root: Path, dest: Path, skips: SkipLog,
 
     Returns (valid rows listed, images already present, rows written). Streams the csv.
     """
-    root_text = str(root)
+    root_text = str(root) + os.sep
     seen = SeenIds()
     listed = present = written = 0
     ids: list[str] = []
@@ -129,7 +129,7 @@ def write_pending(csv_path: Path, root: Path, dest: Path, skips: SkipLog,
                 skips.add(csv_path, line, "id", str(e))
                 continue
             listed += 1
-            if os.path.isfile(os.path.join(root_text, rel)):
+            if os.path.isfile(root_text + rel):
                 present += 1
                 continue
             ids.append(image_id)

@@ -171,7 +171,7 @@ def _write_images(root: Path, dest: Path, categories: dict, seen: SeenIds,
                   skips: SkipLog) -> tuple[Counter[int], int]:
     """Stream train.csv into ``dest``; returns (images per landmark, missing files)."""
     path = root / TRAIN
-    root_text = str(root)
+    root_text = str(root) + os.sep
     n_images: Counter[int] = Counter()
     missing = 0
     batch: dict[str, list] = {k: [] for k in ("line", "id", "key", "landmark_id", "url", "path", "status")}
@@ -210,7 +210,7 @@ def _write_images(root: Path, dest: Path, categories: dict, seen: SeenIds,
             batch["landmark_id"].append(lm)
             batch["url"].append(url)
             batch["path"].append(rel)
-            batch["status"].append("ok" if os.path.isfile(os.path.join(root_text, rel)) else "missing")
+            batch["status"].append("ok" if os.path.isfile(root_text + rel) else "missing")
             if len(batch["id"]) >= BATCH_ROWS:
                 bar.update(len(batch["id"]))
                 flush(writer)
