@@ -205,3 +205,23 @@ def test_cli_reports_a_bad_file_without_a_traceback(small_root, tmp_path, run_ee
     proc = run_eeca("gldv2", "ingest", small_root, tmp_path / "out", check=False)
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert f"{small_root / 'train.csv'}: line 1: field 'url': required column missing" in proc.stderr
+
+
+def test_bom_crlf_and_quoted_fields_are_read(small_root, tmp_path):
+    url = category_url("Church_of_St._Nicholas,_Kyiv")
+    (small_root / CAT).write_bytes(f'\ufefflandmark_id,category\r\n7,"{url}"\r\n'.encode())
+    (small_root / "train.csv").write_bytes(b'\xef\xbb\xbfid,url,landmark_id\r\n0123456789abcdef,"https://x/a,b.jpg",7\r\n')
+    ingest(small_root, tmp_path / "out")
+    assert pq.read_table(tmp_path / "out" / "landmarks.parquet").column("name").to_pylist() == [
+        "Church of St. Nicholas, Kyiv"]
+    assert pq.read_table(tmp_path / "out" / "images.parquet").column("url").to_pylist() == ["https://x/a,b.jpg"]
+
+
+def test_a_failed_run_keeps_the_previous_outputs(small_root, tmp_path):
+    out = tmp_path / "out"
+    ingest(small_root, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (small_root / HIE).write_text("landmark_id\n", encoding="utf-8")
+    with pytest.raises(CsvFormatError):
+        ingest(small_root, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
