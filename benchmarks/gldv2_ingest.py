@@ -1,10 +1,13 @@
 """Memory and speed of ``eeca gldv2 ingest`` on a generated GLDv2-sized ``train.csv``.
 
-Generates ``--rows`` images (default 4.1M, GLDv2's train set) of ``rows / 20`` landmarks with a long
-tail, the category and hierarchical csvs, and no image files (every image is ``missing``: the stat
-of each path is still made). Then, each in its own process so peak RSS is its own:
+Generates ``--rows`` images (default 4.1M, GLDv2's train set) of ``rows / 20`` landmarks (205k at
+full size) with a long tail, the category and hierarchical csvs, and no image files (every image is
+``missing``: the stat of each path is still made). Then, each in its own process so peak RSS is its
+own:
 
-* ingest at the full size and at a tenth of it: rows/s and peak RSS (flat RSS = streaming);
+* ingest at the full size and at a tenth of the rows over the same landmarks: rows/s and peak RSS.
+  The landmark table is held in memory (it is an output), so a flat RSS across the two sizes is
+  what shows that the images are streamed;
 * baseline 1: ``pyarrow.csv.read_csv`` of the whole train.csv (what a load-everything ingest costs);
 * baseline 2: a bare ``csv.reader`` pass over train.csv (the floor of a row-by-row Python reader).
 
@@ -40,10 +43,9 @@ BODIES = {
 }
 
 
-def generate(root: Path, rows: int, seed: int = 0) -> None:
-    """train.csv with ``rows`` images over rows/20 landmarks (Zipf-like tail), and the two category csvs."""
+def generate(root: Path, rows: int, n_landmarks: int, seed: int = 0) -> None:
+    """train.csv with ``rows`` images over ``n_landmarks`` landmarks (Zipf-like tail), and the two category csvs."""
     rng = np.random.default_rng(seed)
-    n_landmarks = max(rows // 20, 1)
     root.mkdir(parents=True, exist_ok=True)
     weights = 1.0 / np.arange(1, n_landmarks + 1) ** 0.9
     landmarks = rng.choice(n_landmarks, size=rows, p=weights / weights.sum())
@@ -82,7 +84,7 @@ def main() -> None:
         results = {}
         for rows in (args.rows, args.rows // 10):
             t = time.perf_counter()
-            generate(base / f"gldv2-{rows}", rows)
+            generate(base / f"gldv2-{rows}", rows, n_landmarks=max(args.rows // 20, 1))
             print(f"generated {rows:,} rows in {time.perf_counter() - t:.0f} s", flush=True)
             names = list(BODIES) if rows == args.rows else ["ingest"]
             for name in names:
@@ -93,8 +95,8 @@ def main() -> None:
         full, tenth = results["ingest", args.rows], results["ingest", args.rows // 10]
         everything = results["pyarrow read_csv (all in memory)", args.rows]
         floor = results["csv.reader pass (no checks)", args.rows]
-        print(f"ingest peak RSS at {args.rows:,} / at {args.rows // 10:,} rows: {full[1] / tenth[1]:.2f}x "
-              f"(10x the rows)")
+        print(f"ingest peak RSS at {args.rows:,} / at {args.rows // 10:,} rows (same landmarks): "
+              f"{full[1] / tenth[1]:.2f}x")
         print(f"ingest peak RSS / read_csv of the whole file: {full[1] / everything[1]:.2f}x")
         print(f"ingest time / bare csv.reader pass: {full[0] / floor[0]:.1f}x")
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -59,7 +60,7 @@ LANDMARKS_SCHEMA = pa.schema([("landmark_id", pa.int64()), ("name", pa.string())
                               ("natural_or_human_made", pa.string()), ("n_images", pa.int64())])
 CLEAN_SCHEMA = pa.schema([("id", pa.string()), ("landmark_id", pa.int64())])
 
-BATCH_ROWS = 65536
+BATCH_ROWS = 16384
 
 
 def ingest_command(root: Path, out: Path) -> int:
@@ -75,11 +76,14 @@ def ingest_command(root: Path, out: Path) -> int:
     return 0
 
 
+@dataclass(frozen=True)
 class IngestSummary:
     """What an ingest wrote and skipped; ``line`` is the verb's summary line."""
 
-    def __init__(self, n_images: Counter[int], missing: int, skipped: Counter[str], clean: int | None):
-        self.n_images, self.missing, self.skipped, self.clean = n_images, missing, skipped, clean
+    n_images: Counter[int]  # landmark_id -> images kept, for every landmark (0 included)
+    missing: int  # images whose file is not there
+    skipped: Counter[str]  # csv file name -> rows skipped
+    clean: int | None  # rows of clean.parquet; None without train_clean.csv
 
     def share_at_most(self, k: int) -> float:
         counts = self.n_images.values()
