@@ -1,12 +1,18 @@
 """``eeca gldv2 ingest``: contract tables, long-tail summary, malformed csvs, streaming dedupe."""
 
 import csv
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import eeca_env
 from eeca.gldv2 import ingest as ingest_mod
 from eeca.gldv2.csvfiles import CsvFormatError
 from eeca.gldv2.ingest import SeenIds, ingest
@@ -225,3 +231,22 @@ def test_a_failed_run_keeps_the_previous_outputs(small_root, tmp_path):
     with pytest.raises(CsvFormatError):
         ingest(small_root, out)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_kill_9_mid_ingest_then_rerun_gives_the_uninterrupted_output(tmp_path):
+    ids = _ids(60_000, seed=5)
+    root = make_root(tmp_path / "r", [(i, 7 + (k % 3) * 5) for k, i in enumerate(ids)], TITLES, present=set())
+    ingest(root, tmp_path / "reference")
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "eeca", "gldv2", "ingest", str(root), str(out)], env=eeca_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not list(out.glob("images.parquet.tmp-*")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "images.parquet").exists() and list(out.glob("*.tmp-*"))  # killed mid-way
+    ingest(root, out)
+    assert sorted(p.name for p in out.iterdir()) == ["images.parquet", "landmarks.parquet", "skipped.csv"]
+    for name in ("images.parquet", "landmarks.parquet", "skipped.csv"):
+        assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes()

@@ -43,6 +43,17 @@ def test_exception_inside_atomic_path_leaves_the_old_file(tmp_path):
     assert os.listdir(tmp_path) == ["f.bin"]  # no temporary left behind
 
 
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path):
+    p = tmp_path / "f.txt"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    (tmp_path / f"f.txt.tmp-{dead}").write_text("half")
+    (tmp_path / f"f.txt.tmp-{os.getppid()}").write_text("a live writer's")  # a running process: kept
+    (tmp_path / "g.txt.tmp-1").write_text("another file's")
+    atomic_write(p, "new")
+    assert sorted(os.listdir(tmp_path)) == ["f.txt", f"f.txt.tmp-{os.getppid()}", "g.txt.tmp-1"]
+
+
 def test_json_and_parquet_round_trip(tmp_path):
     obj = {"b": [1, 2.5, None], "a": "清水寺"}
     write_json(tmp_path / "x.json", obj)
