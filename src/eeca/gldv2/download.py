@@ -121,8 +121,10 @@ def write_pending(csv_path: Path, root: Path, dest: Path, skips: SkipLog,
         written += table.num_rows
         ids.clear(), urls.clear(), lines.clear()
 
-    with atomic_path(dest) as tmp, pq.ParquetWriter(tmp, PENDING_SCHEMA) as writer:
+    with atomic_path(dest) as tmp, pq.ParquetWriter(tmp, PENDING_SCHEMA) as writer, \
+            tqdm(desc=f"{csv_path.name}: images on disk", unit=" rows", mininterval=1.0) as bar:
         for line, (image_id, url) in read_rows(csv_path, ("id", "url"), skips):
+            bar.update()
             try:
                 rel = image_relpath(image_id)
             except ValueError as e:
