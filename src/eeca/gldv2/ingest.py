@@ -27,7 +27,9 @@ Bad input (see :mod:`eeca.gldv2.csvfiles` for whole-file errors). Counted skips,
 
 A landmark with a category row but no images is kept with ``n_images`` 0 (its name still
 competes when images are scored against all names). ``status`` is ``ok`` when the image file
-exists and ``missing`` otherwise; decoding images is left to the stages that read them.
+exists and ``missing`` otherwise; decoding images is left to the stages that read them. A url is
+kept as written, even empty: ingest needs the file, not the url (``gldv2 download`` reports a row
+without a usable url as failed).
 """
 
 from __future__ import annotations
