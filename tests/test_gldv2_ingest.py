@@ -250,3 +250,14 @@ def test_kill_9_mid_ingest_then_rerun_gives_the_uninterrupted_output(tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["images.parquet", "landmarks.parquet", "skipped.csv"]
     for name in ("images.parquet", "landmarks.parquet", "skipped.csv"):
         assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes()
+
+
+def test_landmark_resolver_matches_parsing():
+    from eeca.gldv2.ingest import landmark_resolver
+
+    resolve = landmark_resolver({7: ("u", "n"), 120: ("u", "n")})
+    assert resolve("7") == 7 and resolve("007") == 7 and resolve("120") == 120
+    for bad, reason in [("8", "no usable row"), ("x", "non-negative integer"), ("-7", "non-negative integer"),
+                        ("", "non-negative integer"), ("٧", "non-negative integer"), (str(2**63), "non-negative")]:
+        with pytest.raises(ValueError, match=reason):
+            resolve(bad)

@@ -158,15 +158,14 @@ def _read_hierarchy(path: Path, categories: dict, skips: SkipLog) -> dict[int, t
     """landmark_id -> (supercategory, hierarchical_label, natural_or_human_made)."""
     hierarchy: dict[int, tuple[str, str, str]] = {}
     columns = ("landmark_id", "supercategory", "hierarchical_label", "natural_or_human_made")
+    resolve = landmark_resolver(categories)
     for line, (lm_text, *values) in read_rows(path, columns, skips):
         try:
-            lm = parse_landmark_id(lm_text)
+            lm = resolve(lm_text)
         except ValueError as e:
             skips.add(path, line, "landmark_id", str(e))
             continue
-        if lm not in categories:
-            skips.add(path, line, "landmark_id", f"landmark_id {lm} has no usable row in {CATEGORY}")
-        elif lm in hierarchy:
+        if lm in hierarchy:
             skips.add(path, line, "landmark_id", f"landmark_id {lm} repeats an earlier row")
         else:
             hierarchy[lm] = tuple(v or None for v in values)
@@ -181,6 +180,7 @@ def _write_images(root: Path, dest: Path, categories: dict, seen: SeenIds,
     n_images: Counter[int] = Counter()
     missing = 0
     batch: dict[str, list] = {k: [] for k in ("line", "id", "key", "landmark_id", "url", "path", "status")}
+    resolve = landmark_resolver(categories)
 
     def flush(writer: pq.ParquetWriter) -> None:
         nonlocal missing
@@ -203,12 +203,9 @@ def _write_images(root: Path, dest: Path, categories: dict, seen: SeenIds,
                 skips.add(path, line, "id", str(e))
                 continue
             try:
-                lm = parse_landmark_id(lm_text)
+                lm = resolve(lm_text)
             except ValueError as e:
                 skips.add(path, line, "landmark_id", str(e))
-                continue
-            if lm not in categories:
-                skips.add(path, line, "landmark_id", f"landmark_id {lm} has no usable row in {CATEGORY}")
                 continue
             batch["line"].append(line)
             batch["id"].append(image_id)
@@ -230,14 +227,12 @@ def _write_clean(path: Path, dest: Path, categories: dict, seen: SeenIds, skips:
     ids: list[str] = []
     landmarks: list[int] = []
     with pq.ParquetWriter(dest, CLEAN_SCHEMA, compression="zstd") as writer:
+        resolve = landmark_resolver(categories)
         for line, (lm_text, images) in read_rows(path, ("landmark_id", "images"), skips):
             try:
-                lm = parse_landmark_id(lm_text)
+                lm = resolve(lm_text)
             except ValueError as e:
                 skips.add(path, line, "landmark_id", str(e))
-                continue
-            if lm not in categories:
-                skips.add(path, line, "landmark_id", f"landmark_id {lm} has no usable row in {CATEGORY}")
                 continue
             for image_id in images.split():
                 try:
@@ -255,6 +250,25 @@ def _write_clean(path: Path, dest: Path, categories: dict, seen: SeenIds, skips:
                 ids, landmarks = [], []
         writer.write_table(pa.table({"id": ids, "landmark_id": landmarks}, schema=CLEAN_SCHEMA))
     return pq.ParquetFile(dest).metadata.num_rows
+
+
+def landmark_resolver(categories: dict[int, tuple[str, str]]):
+    """A function from landmark_id text to a landmark of ``categories``; ``ValueError`` says why not.
+
+    The ids as written are looked up first (train.csv repeats each landmark's id many times).
+    """
+    by_text = {str(lm): lm for lm in categories}
+
+    def resolve(text: str) -> int:
+        lm = by_text.get(text)
+        if lm is not None:
+            return lm
+        lm = parse_landmark_id(text)
+        if lm not in categories:
+            raise ValueError(f"landmark_id {lm} has no usable row in {CATEGORY}")
+        return lm
+
+    return resolve
 
 
 class SeenIds:
