@@ -15,7 +15,7 @@ import pytest
 from conftest import eeca_env
 from eeca.gldv2 import ingest as ingest_mod
 from eeca.gldv2.csvfiles import CsvFormatError
-from eeca.gldv2.ingest import SeenIds, ingest
+from eeca.gldv2.ingest import SeenIds, ingest, landmark_resolver
 from gldv2_fixtures import category_url, make_root, write_csv
 
 TITLES = {7: "Eiffel_Tower", 12: "St._Mary%27s_Church_(Dublin)", 30: "%E6%B8%85%E6%B0%B4%E5%AF%BA",
@@ -253,8 +253,6 @@ def test_kill_9_mid_ingest_then_rerun_gives_the_uninterrupted_output(tmp_path):
 
 
 def test_landmark_resolver_matches_parsing():
-    from eeca.gldv2.ingest import landmark_resolver
-
     resolve = landmark_resolver({7: ("u", "n"), 120: ("u", "n")})
     assert resolve("7") == 7 and resolve("007") == 7 and resolve("120") == 120
     for bad, reason in [("8", "no usable row"), ("x", "non-negative integer"), ("-7", "non-negative integer"),
