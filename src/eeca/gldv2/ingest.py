@@ -104,8 +104,8 @@ def ingest(root: Path, out: Path) -> IngestSummary:
     """Run the ingest (see the module docstring); returns its summary."""
     root, out = Path(root), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    # every output is renamed into place only when all of them are complete: a failure (or a kill)
-    # leaves the previous run's files, never a mix of old and new
+    # the outputs are renamed into place one after the other only once all of them are complete, so
+    # an error or a kill during the run leaves the previous run's files
     has_clean = (root / CLEAN).exists()
     with contextlib.ExitStack() as outputs:
         names = ["skipped.csv", "images.parquet", "landmarks.parquet"] + ["clean.parquet"] * has_clean
