@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import re
 import sys
@@ -55,7 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     fn = _resolve(COMMANDS[verb])
     parser = build_parser(f"eeca {verb}", fn)
     args = vars(parser.parse_args(rest))
-    result = fn(**args)
+    try:
+        result = fn(**args)
+    except Exception as e:
+        from eeca.io import InputError  # imported here: `eeca --help` must not load pyarrow
+
+        if not isinstance(e, InputError):
+            raise
+        print(f"eeca {verb}: error: {e}", file=sys.stderr)
+        return 1
     return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
