@@ -8,7 +8,7 @@ from typing import Literal
 
 import pytest
 
-from conftest import eeca_env
+from cli_env import eeca_env
 from eeca import __version__
 from eeca.cli import COMMANDS, _resolve, _split_doc, build_parser, main
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import eeca_env
+from cli_env import eeca_env
 from eeca.config import from_dict
 from eeca.evaluate.generate import (
     GenerateConfig,

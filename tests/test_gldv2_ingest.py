@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import eeca_env
+from cli_env import eeca_env
 from eeca.gldv2 import ingest as ingest_mod
 from eeca.gldv2.csvfiles import CsvFormatError
 from eeca.gldv2.ingest import SeenIds, ingest, landmark_resolver

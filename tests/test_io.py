@@ -11,7 +11,7 @@ import time
 import pyarrow as pa
 import pytest
 
-from conftest import eeca_env
+from cli_env import eeca_env
 from eeca.io import (
     InputError,
     JsonlStore,

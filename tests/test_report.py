@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from conftest import eeca_env
+from cli_env import eeca_env
 
 LEVELS = ("strongly_known", "known", "weakly_unknown", "unknown")
 N = 100
