@@ -22,9 +22,8 @@ class EecaConfig(LlavaConfig):
         resampler_depth / resampler_heads / resampler_head_dim / resampler_ff_mult: Perceiver resampler
             geometry (pre-LayerNorm attention + FFN blocks, final LayerNorm).
         lm_loss_weight / hc_loss_weight / eac_loss_weight: l1, l2, l3 of the total loss (paper: 1, 1, 1).
-        hierarchical_labels: the L_HC label vocabulary (names, saved with the model); index = class id.
-        num_hierarchical_labels: its size (derived from `hierarchical_labels` when those are given);
-            0 means no L_HC head.
+        hierarchical_labels: the L_HC label vocabulary (names, saved with the model); index = class id;
+            None = no L_HC head. `num_hierarchical_labels` is its length.
         eac_negatives: "image" (contrast the entities of one image, as SPARC) or "batch" (every entity in
             the batch, as SEA).
         eac_sigma: sparsification threshold on min-max normalised similarities; None = 1 / P.
@@ -45,7 +44,6 @@ class EecaConfig(LlavaConfig):
     lm_loss_weight: float = 1.0
     hc_loss_weight: float = 1.0
     eac_loss_weight: float = 1.0
-    num_hierarchical_labels: int = 0
     hierarchical_labels: list[str] | None = None
     eac_negatives: str = "image"
     eac_sigma: float | None = None
@@ -55,23 +53,22 @@ class EecaConfig(LlavaConfig):
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        # a llava-hf config.json read into this class carries model_type "llava"; saved again it must say "eeca"
+        self.__dict__.pop("model_type", None)
+        self.validate_eeca()
+
+    def validate_eeca(self) -> None:
+        """Reject bad EECA values, naming the field (also run by the model: `from_pretrained(**kwargs)`
+        sets attributes after construction)."""
         if self.hierarchical_labels is not None:
             labels = list(self.hierarchical_labels)
-            if len(set(labels)) != len(labels):
-                raise ValueError(f"EecaConfig.hierarchical_labels has duplicates: {labels}")
-            if self.num_hierarchical_labels not in (0, len(labels)):
-                raise ValueError(
-                    f"EecaConfig.num_hierarchical_labels={self.num_hierarchical_labels} but "
-                    f"hierarchical_labels has {len(labels)} names"
-                )
+            if len(set(labels)) != len(labels) or not all(isinstance(x, str) and x for x in labels):
+                raise ValueError(f"EecaConfig.hierarchical_labels must be distinct non-empty names (duplicates?): {labels}")
             self.hierarchical_labels = labels
-            self.num_hierarchical_labels = len(labels)
         for name in ("hr_grid", "num_hr_latents", "resampler_depth", "resampler_heads", "resampler_head_dim",
                      "resampler_ff_mult"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"EecaConfig.{name} must be >= 1, got {getattr(self, name)}")
-        if self.num_hierarchical_labels < 0:
-            raise ValueError(f"EecaConfig.num_hierarchical_labels must be >= 0, got {self.num_hierarchical_labels}")
         for name in ("lm_loss_weight", "hc_loss_weight", "eac_loss_weight"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"EecaConfig.{name} must be >= 0, got {getattr(self, name)}")
@@ -89,6 +86,11 @@ class EecaConfig(LlavaConfig):
             )
         if not isinstance(self.vision_feature_layer, int) and self.use_hr_branch:
             raise ValueError("EecaConfig.vision_feature_layer must be one int when use_hr_branch=True")
+
+    @property
+    def num_hierarchical_labels(self) -> int:
+        """Size of the L_HC label vocabulary; 0 = no L_HC head."""
+        return len(self.hierarchical_labels or [])
 
     @property
     def num_visual_tokens(self) -> int:

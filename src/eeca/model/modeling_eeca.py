@@ -272,6 +272,7 @@ class EecaForConditionalGeneration(EecaPreTrainedModel, LlavaForConditionalGener
     """EECA: `LlavaForConditionalGeneration` with the HR branch, L_HC head and L_EAC temperature."""
 
     def __init__(self, config: EecaConfig):
+        config.validate_eeca()
         EecaPreTrainedModel.__init__(self, config)
         self.model = EecaModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
