@@ -1,6 +1,9 @@
 """build_eeca from a CLIP checkpoint and a Llama-3-like checkpoint (no `<image>`, no pad, no unk)."""
 
+from pathlib import Path
+
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 from tokenizers import Tokenizer, models, pre_tokenizers
@@ -13,7 +16,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from eeca.config import ConfigError, load_config
 from eeca.model.build import build_eeca
+from eeca.model.spec import ModelConfig, eeca_config_for, model_summary
 
 
 def save_parts(root):
@@ -63,3 +68,26 @@ def test_build_adds_image_and_pad_tokens_and_keeps_weights(tmp_path):
     inputs = processor(images=[image], text=["what is this <image> landmark ?"], return_tensors="pt")
     out = model(**inputs, labels=inputs["input_ids"], hc_labels=torch.tensor([0]))
     assert torch.isfinite(out.loss) and out.loss_hc is not None
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_paper_config_summary_on_meta_device(run_eeca):
+    result = run_eeca("model", "summary", str(REPO / "configs/paper/model.yaml"))
+    assert result.returncode == 0, result.stderr
+    last = result.stdout.strip().splitlines()[-1]
+    assert "2880 HR features -> 128 HR tokens + 576 LR tokens = 704 visual tokens per image" in last
+
+
+def test_synth_config_points_at_checkpoints_and_rejects_bad_fields(tmp_path):
+    save_parts(tmp_path)
+    overrides = [f"vision={tmp_path / 'clip'}", f"llm={tmp_path / 'llm'}"]
+    cfg = load_config(ModelConfig, REPO / "configs/synth/model.yaml", overrides)
+    tokens = model_summary(eeca_config_for(cfg))["tokens"]
+    assert tokens == {"lr_tokens": 4, "hr_features": 5 * 4, "hr_tokens": 16, "visual_tokens_per_image": 20,
+                      "hr_image_size": 64}
+    with pytest.raises(ConfigError, match="eac_negatives"):
+        load_config(ModelConfig, REPO / "configs/synth/model.yaml", ["eeca.eac_negatives=all"])
+    with pytest.raises(ConfigError, match="unknown EECA field"):
+        load_config(ModelConfig, REPO / "configs/synth/model.yaml", ["eeca.num_latents=3"])

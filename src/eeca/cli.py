@@ -26,6 +26,7 @@ from eeca import __version__
 COMMANDS: dict[str, str] = {
     "gldv2 ingest": "eeca.gldv2.ingest:ingest_command",
     "gldv2 download": "eeca.gldv2.download:download_command",
+    "model summary": "eeca.model.spec:summary_command",
 }
 
 

@@ -10,7 +10,7 @@ Everything loads from local paths; nothing is fetched.
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, CLIPImageProcessor, CLIPVisionModel
+from transformers import AutoConfig, AutoImageProcessor, AutoModelForCausalLM, AutoTokenizer, CLIPVisionModel
 
 from eeca.model.configuration_eeca import EecaConfig
 from eeca.model.modeling_eeca import EecaForConditionalGeneration
@@ -94,5 +94,5 @@ def build_eeca(
     model.model.vision_tower.load_state_dict(vision.state_dict())
     model.model.language_model.load_state_dict(llm.model.state_dict())
     model.lm_head.load_state_dict(llm.lm_head.state_dict())
-    image_processor = CLIPImageProcessor.from_pretrained(vision_path)
+    image_processor = AutoImageProcessor.from_pretrained(vision_path)
     return model, processor_for(config, image_processor, tokenizer)

@@ -100,4 +100,8 @@ class EecaConfig(LlavaConfig):
         return (self.num_hr_latents if self.use_hr_branch else 0) + num_lr
 
 
-__all__ = ["EecaConfig"]
+EECA_FIELDS = tuple(
+    name for name in EecaConfig.__annotations__ if name not in LlavaConfig.__annotations__
+)  # the fields a model YAML may set
+
+__all__ = ["EECA_FIELDS", "EecaConfig"]
