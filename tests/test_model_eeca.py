@@ -252,8 +252,15 @@ def test_missing_hr_pixels_and_misuse_are_clear_errors(hr_on):
 def test_config_rejects_bad_values(field, value, match):
     with pytest.raises(ValueError, match=match):
         EecaConfig(**{field: value})
+
+
+def test_config_rejects_eac_without_hr_branch_also_when_set_late():
     with pytest.raises(ValueError, match="use_hr_branch"):
         EecaConfig(use_hr_branch=False)  # L_EAC needs the HR tokens
+    config = EecaConfig()
+    config.eac_negatives = "global"  # as from_pretrained(**kwargs) does, after construction
+    with pytest.raises(ValueError, match="eac_negatives"):
+        EecaForConditionalGeneration(config)
 
 
 def test_paper_geometry_token_counts_on_meta_device():
