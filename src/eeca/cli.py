@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "generate": "eeca.evaluate.generate:generate_command",
     "judge": "eeca.evaluate.judge:judge_command",
     "metrics": "eeca.evaluate.metrics:metrics_command",
+    "model summary": "eeca.model.spec:summary_command",
 }
 
 
