@@ -12,9 +12,11 @@ The N x M similarity matrix is never materialised (4.1M x 203k is 1.7 TB even in
 through in blocks, names in blocks when M is large. ``s_gt`` is read out of the same matmul result
 its row is compared against; a separate dot product can round differently and let the ground truth
 count itself. To keep that true when names are blocked, images are visited sorted by their
-ground-truth index and cut so that one image block's ground truths fall in at most two name blocks;
-those (at most two) result blocks are kept until ``s_gt`` is known for every row, then every name
-block is counted once. Each (image, name) product is computed exactly once. The last name block is
+ground-truth index; the result blocks of the name blocks holding an image block's ground truths are
+kept until ``s_gt`` is known for every row, then every name block is counted once, so each
+(image, name) product is computed exactly once. An image block is cut short when those kept blocks
+would pass 512 MiB: with many images per name (GLDv2: ~20) it spans one or two name blocks; with
+ground truths scattered over all names it shrinks towards ``512 MiB / (4 M)`` rows of full width. The last name block is
 zero-padded to the full block width so every matmul has the same shape (identical vectors then give
 identical results wherever they sit); padded columns are never counted.
 
@@ -35,6 +37,7 @@ import torch
 
 
 _BLOCK_ELEMENTS = 1 << 26  # 256 MiB of float32 per similarity block
+_HELD_ELEMENTS = 1 << 27  # 512 MiB of float32 kept while the s_gt of an image block are read
 
 
 @dataclass
@@ -83,8 +86,7 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
         gt_index: [N] ground-truth row in ``name_emb`` of each image.
         block_size: images per block.
         name_block_size: names per block; ``None`` picks all names when a ``block_size x M``
-            float32 result fits in 256 MiB, else the largest block that does. At most three such
-            results are alive at once.
+            float32 result fits in 256 MiB, else the largest block that does.
         device: where to compute; default the device of ``image_emb`` (CPU for numpy).
     """
     as_numpy = not isinstance(image_emb, torch.Tensor)
@@ -114,6 +116,10 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
     top1_sim = torch.empty(n_img, dtype=dtype)
     order = torch.argsort(gt, stable=True)  # visit images by ground truth: few name blocks per image block
     gt_block = gt // nb
+    sorted_block = gt_block[order]
+    # distinct[k] = how many different name blocks hold the ground truths of sorted rows 0..k
+    distinct = torch.cumsum(torch.cat([torch.ones(min(n_img, 1), dtype=torch.int64),
+                                       (sorted_block.diff() != 0).long()]), 0)
 
     def name_block(j: int) -> torch.Tensor:  # [nb, d], the last block zero-padded to full width
         blk = n_all[j * nb:(j + 1) * nb].to(dev, dtype)
@@ -124,10 +130,10 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
     with _no_tf32(), torch.inference_mode():
         start = 0
         while start < n_img:
-            first = int(gt_block[order[start]])
-            # cut the block where ground truths would reach a third name block
-            end = min(start + block_size, n_img)
-            end = start + int(torch.searchsorted(gt_block[order[start:end]].contiguous(), first + 2))
+            # the longest run of rows whose kept result blocks fit the budget (monotone in length)
+            k = torch.arange(1, min(block_size, n_img - start) + 1)
+            kept = k * nb * (distinct[start:start + len(k)] - distinct[start] + 1)
+            end = start + max(1, int((kept <= _HELD_ELEMENTS).sum()))
             rows = order[start:end]
             x = x_all[rows.to(x_all.device)].to(dev, dtype)  # [b, d]
             g = gt[rows].to(dev)  # [b]
