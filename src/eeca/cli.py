@@ -26,6 +26,10 @@ from eeca import __version__
 COMMANDS: dict[str, str] = {
     "gldv2 ingest": "eeca.gldv2.ingest:ingest_command",
     "gldv2 download": "eeca.gldv2.download:download_command",
+    "score": "eeca.knowledge.score:score_command",
+    "select": "eeca.knowledge.select:select_command",
+    "mgld stage1": "eeca.knowledge.stage1:stage1_command",
+    "knowledge analyze": "eeca.knowledge.analysis:analyze_command",
 }
 
 

@@ -57,7 +57,8 @@ class RankResult:
 
 
 def rsr_from_rank(rank, num_names: int):
-    """Relative Similarity Rank from rank (1 = first) among ``num_names`` candidates."""
+    """Relative Similarity Rank (float64) from rank (1 = first) among ``num_names`` candidates."""
+    rank = rank.double() if isinstance(rank, torch.Tensor) else np.asarray(rank, np.float64)
     if num_names <= 1:
         return rank * 0 + 1.0
     return 1.0 - (rank - 1) / (num_names - 1)
