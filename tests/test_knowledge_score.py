@@ -127,14 +127,16 @@ def _scores_bytes(out: Path) -> bytes:
     return (out / "scores.parquet").read_bytes()
 
 
-def test_kill_9_then_rerun_gives_identical_scores(clip_dir, world, tmp_path, run_eeca):
+def kill_and_resume(clip_dir, world, tmp_path, run_eeca, kill_points):
+    """Kill ``eeca score`` with SIGKILL once ``k`` image shards exist, rerun, compare to an
+    uninterrupted run; returns how many runs were really killed before finishing."""
     images, landmarks, root = world
     args = ["score", images, landmarks, None, "--image-root", root, "--model", clip_dir, "--override",
             "shard_size=2", "num_workers=0", "image_batch_size=1"]
     ref = tmp_path / "ref"
     run_eeca(*[ref if a is None else a for a in args], env={"OMP_NUM_THREADS": "1"})
     killed = 0
-    for wait_for in (1, 6, 12):  # kill at different moments: early, mid-way, late
+    for wait_for in kill_points:
         out = tmp_path / f"killed{wait_for}"
         cmd = [sys.executable, "-m", "eeca", *map(str, [out if a is None else a for a in args])]
         proc = subprocess.Popen(cmd, env=eeca_env(OMP_NUM_THREADS="1"), stdout=subprocess.DEVNULL,
@@ -152,9 +154,19 @@ def test_kill_9_then_rerun_gives_identical_scores(clip_dir, world, tmp_path, run
         assert "reused" in res.stdout
         assert _scores_bytes(out) == _scores_bytes(ref)
         assert (out / "skipped.csv").read_bytes() == (ref / "skipped.csv").read_bytes()
-    assert killed >= 2, "the runs finished before they could be killed"
+    return killed
 
 
+def test_kill_9_then_rerun_gives_identical_scores(clip_dir, world, tmp_path, run_eeca):
+    assert kill_and_resume(clip_dir, world, tmp_path, run_eeca, kill_points=[4]) == 1, "finished before the kill"
+
+
+@pytest.mark.slow
+def test_kill_9_early_mid_and_late(clip_dir, world, tmp_path, run_eeca):
+    assert kill_and_resume(clip_dir, world, tmp_path, run_eeca, kill_points=[1, 9, 16]) >= 2
+
+
+@pytest.mark.slow  # two accelerate-launched processes take about a minute on a loaded 2-core machine
 def test_two_processes_write_the_same_file_as_one(clip_dir, world, tmp_path, run_eeca):
     images, landmarks, root = world
     one, two = tmp_path / "one", tmp_path / "two"
