@@ -90,9 +90,14 @@ def test_bad_inputs_are_clear_errors():
         streaming_ranks(x, np.zeros((2, 4), np.float32), np.array([0, 1]))
 
 
-def test_exact_on_5000_by_20000_with_duplicate_names():
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_exact_on_5000_by_20000_with_duplicate_names(device):
     x, names, gt = integer_world(5000, 20000, 32, 2000, seed=11)
     _, r_ref, t_ref, _ = naive(x, names, gt)
-    r = streaming_scores(x, names, gt, block_size=1024, name_block_size=4096)
+    r = streaming_scores(torch.from_numpy(x).to(device), torch.from_numpy(names).to(device), gt, block_size=1024,
+                         name_block_size=4096)
     np.testing.assert_array_equal(r.rank, r_ref)
     np.testing.assert_array_equal(r.top1_index, t_ref)

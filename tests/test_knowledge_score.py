@@ -50,7 +50,7 @@ def read_emb(out: Path, kind: str):
 def test_scores_match_hf_clip_and_the_definition(clip_dir, world, tmp_path):
     images, landmarks, root = world
     out = tmp_path / "out"
-    summary = run_score(cfg(clip_dir, image_batch_size=3), images, landmarks, root, out)
+    summary = run_score(cfg(clip_dir, image_batch_size=3, dtype="float32"), images, landmarks, root, out)
     scores = pq.read_table(out / "scores.parquet").to_pylist()
     img = pq.read_table(images).to_pylist()
     lms = pq.read_table(landmarks).to_pylist()
@@ -82,6 +82,19 @@ def test_scores_match_hf_clip_and_the_definition(clip_dir, world, tmp_path):
     np.testing.assert_allclose([r["s_gt"] for r in scores], s_gt, rtol=1e-6)
     np.testing.assert_allclose([r["rsr"] for r in scores], 1 - (1 + (sims > s_gt[:, None]).sum(1) - 1) / 6)
     assert [r["top1_landmark_id"] for r in scores] == [lms[i]["landmark_id"] for i in sims.argmax(1)]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_bf16_on_gpu_agrees_with_float32(clip_dir, world, tmp_path):
+    images, landmarks, root = world
+    run_score(cfg(clip_dir, dtype="float32"), images, landmarks, root, tmp_path / "fp32")
+    run_score(cfg(clip_dir), images, landmarks, root, tmp_path / "auto")  # auto = bf16 on a GPU
+    a, _ = read_emb(tmp_path / "fp32", "image")
+    b, _ = read_emb(tmp_path / "auto", "image")
+    assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() < 0.05
+    s32 = pq.read_table(tmp_path / "fp32" / "scores.parquet").column("s_gt").to_numpy()
+    s16 = pq.read_table(tmp_path / "auto" / "scores.parquet").column("s_gt").to_numpy()
+    assert np.abs(s32 - s16).max() < 0.05
 
 
 def test_bad_files_are_skipped_with_reasons(clip_dir, world, tmp_path):
