@@ -10,7 +10,11 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
-from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+try:  # the PIL backend needs no torchvision (transformers >= 5.2x splits the backends)
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as ImageProcessor
+except ImportError:
+    from transformers import CLIPImageProcessor as ImageProcessor
 
 
 def make_tiny_clip(path: Path, image_size: int = 32, max_text_len: int = 16, seed: int = 0) -> Path:
@@ -26,7 +30,7 @@ def make_tiny_clip(path: Path, image_size: int = 32, max_text_len: int = 16, see
                      vision_config=dict(**layers, image_size=image_size, patch_size=8), projection_dim=16)
     torch.manual_seed(seed)
     CLIPModel(cfg).save_pretrained(path)
-    image_processor = CLIPImageProcessorPil(size={"shortest_edge": image_size},
+    image_processor = ImageProcessor(size={"shortest_edge": image_size},
                                             crop_size={"height": image_size, "width": image_size})
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(path)
     return path
