@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-
 _BLOCK_ELEMENTS = 1 << 26  # 256 MiB of float32 per similarity block
 _HELD_ELEMENTS = 1 << 27  # 512 MiB of float32 kept while the s_gt of an image block are read
 
