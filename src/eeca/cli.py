@@ -35,6 +35,10 @@ COMMANDS: dict[str, str] = {
     "judge": "eeca.evaluate.judge:judge_command",
     "metrics": "eeca.evaluate.metrics:metrics_command",
     "model summary": "eeca.model.spec:summary_command",
+    "score": "eeca.knowledge.score:score_command",
+    "select": "eeca.knowledge.select:select_command",
+    "mgld stage1": "eeca.knowledge.stage1:stage1_command",
+    "knowledge analyze": "eeca.knowledge.analysis:analyze_command",
 }
 
 
