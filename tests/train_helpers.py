@@ -93,3 +93,16 @@ def write_llava_json(root: Path, n: int = 8, text_only: int = 0, seed: int = 0) 
     path = root / "data.json"
     path.write_text(json.dumps(records))
     return path
+
+
+def save_tiny_llava(root: Path, style: str = "llama3", seed: int = 0) -> Path:
+    """A tiny HF LLaVA checkpoint with its processor (a stage-2/3 starting point)."""
+    from eeca.train.data import set_pad_token
+
+    tok = tiny_tokenizer(style)
+    set_pad_token(tok, None)
+    proc = tiny_processor(tok)
+    model = tiny_llava(proc, seed=seed)
+    model.save_pretrained(root)
+    proc.save_pretrained(root)
+    return root
