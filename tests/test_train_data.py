@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from train_helpers import tiny_processor, tiny_tokenizer, write_llava_json
 
 from eeca.train.data import (
     DataConfig,
@@ -17,6 +16,7 @@ from eeca.train.data import (
     resolve_chat_template,
     set_pad_token,
 )
+from train_helpers import tiny_processor, tiny_tokenizer, write_llava_json
 
 
 def make_dataset(tmp_path, style="llama3", n=4, text_only=2, **cfg_kw):

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from train_helpers import tiny_llava, tiny_processor, tiny_tokenizer, write_llava_json
 from transformers import TrainingArguments
 
+from eeca.model.tiny import tiny_eeca
 from eeca.train.data import (
     DataConfig,
     LlavaCollator,
@@ -15,24 +15,35 @@ from eeca.train.data import (
     set_pad_token,
 )
 from eeca.train.trainer import EecaTrainer, ModalityLengthSampler
+from train_helpers import tiny_llava, tiny_processor, tiny_tokenizer, write_llava_json
 
 
-def setup(tmp_path, n=2, text_only=0):
-    tok = tiny_tokenizer("llama3")
-    set_pad_token(tok, None)
-    proc = tiny_processor(tok)
+def make_model(kind, proc, vocab):
+    if kind == "llava":
+        return tiny_llava(proc, seed=0)
+    return tiny_eeca(seed=0, hierarchical_labels=vocab)[0].train()
+
+
+def setup(tmp_path, kind="llava", n=2, text_only=0):
+    if kind == "llava":
+        tok = tiny_tokenizer("llama3")
+        set_pad_token(tok, None)
+        proc = tiny_processor(tok)
+    else:
+        proc = tiny_eeca()[1]
     path = write_llava_json(tmp_path / "data", n=n, text_only=text_only)
     records = read_records(path)
     # different answer lengths, so a mean of per-batch means differs from the token mean
     records[0]["conversations"][1]["value"] = "it is the red tower of northvale, a stone bridge over the river."
-    cfg = DataConfig(path=path, image_root=path.parent)
-    ds = LlavaJsonDataset(records, proc, cfg, resolve_chat_template(tok, "tokenizer"),
-                          build_label_vocabulary(records), str(path))
-    return ds, proc
+    eeca = kind == "eeca"
+    cfg = DataConfig(path=path, image_root=path.parent, entities=eeca, hierarchical_labels=eeca)
+    vocab = build_label_vocabulary(records)
+    ds = LlavaJsonDataset(records, proc, cfg, resolve_chat_template(proc.tokenizer, "tokenizer"), vocab, str(path))
+    return ds, proc, vocab
 
 
-def one_sgd_step(tmp_path, ds, proc, batch, accum, name):
-    model = tiny_llava(proc, seed=0)
+def one_sgd_step(tmp_path, kind, ds, proc, vocab, batch, accum, name):
+    model = make_model(kind, proc, vocab)
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     args = TrainingArguments(output_dir=str(tmp_path / name), per_device_train_batch_size=batch,
                              gradient_accumulation_steps=accum, max_steps=1, optim="sgd", learning_rate=1.0,
@@ -45,34 +56,43 @@ def one_sgd_step(tmp_path, ds, proc, batch, accum, name):
     return update, trainer.state.log_history
 
 
-def reference_gradient(ds, proc):
-    """Naive reference: the whole step as one batch, L_LM = token mean computed by hand from logits."""
-    model = tiny_llava(proc, seed=0)
+def reference_gradient(kind, ds, proc, vocab):
+    """Naive reference: the whole step as one batch; L_LM = token mean computed by hand from logits,
+    plus l2 L_HC + l3 L_EAC as the model computes them over the two images."""
+    model = make_model(kind, proc, vocab)
     batch = LlavaCollator(proc.tokenizer.pad_token_id)([ds[0], ds[1]])
     labels = batch.pop("labels")
-    logits = model(**batch).logits[:, :-1]  # [B, T-1, V]
+    out = model(**batch)
+    logits = out.logits[:, :-1]  # [B, T-1, V]
     target = labels[:, 1:]
     keep = target != -100
     loss = torch.nn.functional.cross_entropy(logits[keep], target[keep])
+    if kind == "eeca":
+        assert out.loss_hc is not None and out.loss_eac is not None and out.loss_eac > 0
+        loss = loss + model.config.hc_loss_weight * out.loss_hc + model.config.eac_loss_weight * out.loss_eac
     loss.backward()
     return {n: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for n, p in model.named_parameters()}
 
 
-def test_gradient_accumulation_2x1_equals_1x2_and_the_token_mean(tmp_path):
-    ds, proc = setup(tmp_path)
+@pytest.mark.parametrize("kind", ["llava", "eeca"])
+def test_gradient_accumulation_2x1_equals_1x2_and_the_naive_reference(tmp_path, kind):
+    """llava: L_LM only (HF LLaVA); eeca: L_LM + L_HC + L_EAC, every term on."""
+    ds, proc, vocab = setup(tmp_path, kind)
     assert (ds[0]["labels"] != -100).sum() != (ds[1]["labels"] != -100).sum()
-    ref = reference_gradient(ds, proc)
-    a, log_a = one_sgd_step(tmp_path, ds, proc, batch=2, accum=1, name="b2")
-    b, log_b = one_sgd_step(tmp_path, ds, proc, batch=1, accum=2, name="b1x2")
+    ref = reference_gradient(kind, ds, proc, vocab)
+    a, log_a = one_sgd_step(tmp_path, kind, ds, proc, vocab, batch=2, accum=1, name="b2")
+    b, log_b = one_sgd_step(tmp_path, kind, ds, proc, vocab, batch=1, accum=2, name="b1x2")
     for n in ref:
         torch.testing.assert_close(a[n], ref[n], atol=1e-6, rtol=1e-4, msg=f"batch 2: {n}")
         torch.testing.assert_close(b[n], ref[n], atol=1e-6, rtol=1e-4, msg=f"accum 2: {n}")
-    assert log_a[0]["loss_lm"] == pytest.approx(log_b[0]["loss_lm"], rel=1e-5)
-    assert log_a[0]["loss"] == pytest.approx(log_a[0]["loss_lm"], rel=1e-5)
+    terms = ["loss_lm"] + (["loss_hc", "loss_eac"] if kind == "eeca" else [])
+    for term in terms:
+        assert log_a[0][term] == pytest.approx(log_b[0][term], rel=1e-5)
+    assert log_a[0]["loss"] == pytest.approx(sum(log_a[0][t] for t in terms), rel=1e-4)
 
 
 def test_projector_learning_rate_group(tmp_path):
-    ds, proc = setup(tmp_path)
+    ds, proc, _ = setup(tmp_path)
     model = tiny_llava(proc)
     args = TrainingArguments(output_dir=str(tmp_path / "o"), learning_rate=2e-5, report_to="none",
                              remove_unused_columns=False)

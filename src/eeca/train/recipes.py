@@ -162,8 +162,7 @@ def load_model_and_processor(init: ModelInit, extra: dict[str, Any]):
         return model, AutoProcessor.from_pretrained(init.checkpoint)
     from eeca.model.build import build_eeca
 
-    model = build_eeca(init.vision_path, init.llm_path, overrides)
-    return model, AutoProcessor.from_pretrained(model.name_or_path)
+    return build_eeca(init.vision_path, init.llm_path, overrides)
 
 
 def checkpoint_label_vocabulary(init: ModelInit) -> list[str]:
