@@ -26,6 +26,8 @@ from eeca import __version__
 COMMANDS: dict[str, str] = {
     "gldv2 ingest": "eeca.gldv2.ingest:ingest_command",
     "gldv2 download": "eeca.gldv2.download:download_command",
+    "train": "eeca.train.recipes:train_command",
+    "merge-lora": "eeca.train.lora:merge_lora_command",
 }
 
 

@@ -230,15 +230,23 @@ def latest_checkpoint(output_dir: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
+def save_adapter_base_config(model, folder: Path) -> None:
+    """Beside a LoRA adapter, the base model's config (label vocabulary, HR settings) for merging."""
+    if model is not None and hasattr(model, "peft_config"):
+        model.get_base_model().config.save_pretrained(folder)
+
+
 def _config_callback(text: str):
     from transformers import TrainerCallback
 
     class SaveResolvedConfig(TrainerCallback):
         """Writes the resolved config into each checkpoint, so any checkpoint says how it was made."""
 
-        def on_save(self, args, state, control, **kwargs):
+        def on_save(self, args, state, control, model=None, **kwargs):
             if state.is_world_process_zero:
-                atomic_write(Path(args.output_dir) / f"checkpoint-{state.global_step}" / CONFIG_NAME, text)
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                atomic_write(folder / CONFIG_NAME, text)
+                save_adapter_base_config(model, folder)
 
     return SaveResolvedConfig()
 
@@ -303,6 +311,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     eval_end = trainer.evaluate()["eval_loss"] if eval_ds is not None else None
     trainer.save_model(str(cfg.output_dir))
+    if trainer.is_world_process_zero():
+        save_adapter_base_config(trainer.model, Path(cfg.output_dir))
     trainer.save_state()
     train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
     summary = {"stage": cfg.stage, "steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
