@@ -106,3 +106,27 @@ def save_tiny_llava(root: Path, style: str = "llama3", seed: int = 0) -> Path:
     model.save_pretrained(root)
     proc.save_pretrained(root)
     return root
+
+
+def save_tiny_eeca(root: Path, seed: int = 0) -> Path:
+    """A tiny EECA checkpoint (HR branch on, 8 HR latents) with its processor: a stage-2 output stand-in."""
+    from eeca.model.tiny import tiny_eeca
+
+    model, proc = tiny_eeca(seed=seed)
+    model.save_pretrained(root)
+    proc.save_pretrained(root)
+    return root
+
+
+def stage3_config(root: Path, checkpoint: Path, data: Path, **optim) -> dict:
+    """A stage-3 recipe (all three losses) over ``data`` as a plain dict (YAML-equivalent)."""
+    return {
+        "stage": 3, "output_dir": str(root / "out"),
+        "model": {"checkpoint": str(checkpoint), "architecture": "eeca",
+                  "config_overrides": {"hc_loss_weight": 1.0, "eac_loss_weight": 1.0}},
+        "data": {"path": str(data), "image_root": str(data.parent), "eval_path": str(data),
+                 "entities": True, "hierarchical_labels": True, "max_length": 128},
+        "trainable": ["projector", "resampler", "hc_head", "eac_temperature", "llm"],
+        "optim": {"per_device_train_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1,
+                  "save_steps": 2, "max_steps": 4, "seed": 0, **optim},
+    }

@@ -273,13 +273,18 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train one stage; returns a summary (steps, first/last train and eval losses, wall time)."""
+    from transformers import set_seed
+
     from eeca.train.trainer import EecaTrainer
 
     t0 = time.time()
     records = read_records(cfg.data.path)
     extra: dict[str, Any] = {}
     if cfg.data.hierarchical_labels:
-        extra["hierarchical_labels"] = checkpoint_label_vocabulary(cfg.model) or build_label_vocabulary(records)
+        vocab = checkpoint_label_vocabulary(cfg.model) or build_label_vocabulary(records)
+        # both fields: from_pretrained sets kwargs on the loaded config without re-deriving the size
+        extra.update(hierarchical_labels=vocab, num_hierarchical_labels=len(vocab))
+    set_seed(cfg.optim.seed)  # newly initialised modules (e.g. the L_HC head) start the same in every run
     model, processor = load_model_and_processor(cfg.model, extra)
     tokenizer = processor.tokenizer
     if set_pad_token(tokenizer, cfg.data.pad_token):

@@ -29,6 +29,7 @@ LLaVA's grouping by modality length (image and text-only samples in separate meg
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 from torch.utils.data import Sampler
@@ -57,7 +58,7 @@ class EecaTrainer(Trainer):
         self.mm_learning_rate, self.mm_modules = mm_learning_rate, tuple(mm_modules)
         self.group_by_modality_length = group_by_modality_length
         self._term_sums: torch.Tensor | None = None
-        self._term_last_step = 0
+        self._term_window_start = 0
 
     # ---- loss -------------------------------------------------------------------------------------
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -89,8 +90,9 @@ class EecaTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _accumulate(self, name: str, value: torch.Tensor) -> None:
-        if self._term_sums is None:
+        if self._term_sums is None:  # first micro-batch of a logging window (also right after a resume)
             self._term_sums = torch.zeros(2, len(LOSS_TERMS), device=value.device)  # [sum; seen]
+            self._term_window_start = self.state.global_step
         k = LOSS_TERMS.index(name)
         self._term_sums[0, k] += value.float()
         self._term_sums[1, k] = 1.0
@@ -99,14 +101,31 @@ class EecaTrainer(Trainer):
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         # every process reaches the training log together (the Trainer gathers its own loss there)
         if "loss" in logs and self._term_sums is not None:
-            steps = max(self.state.global_step - self._term_last_step, 1)
+            steps = max(self.state.global_step - self._term_window_start, 1)
             gathered = self.accelerator.gather(self._term_sums[None])  # [P, 2, n_terms]
             sums, seen = gathered[:, 0].mean(0), gathered[:, 1].amax(0)
             logs.update({name: round(float(sums[k]) / steps, 6)
                          for k, name in enumerate(LOSS_TERMS) if seen[k] > 0})
             self._term_sums = None
-            self._term_last_step = self.state.global_step
         super().log(logs, start_time)
+
+    # ---- resume -----------------------------------------------------------------------------------
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        """Full-model checkpoints are restored through ``from_pretrained``.
+
+        ``save_pretrained`` writes LLaVA/EECA weights in the llava-hf key layout
+        (``language_model.model.*``), and the Trainer's own resume loads them raw with a non-strict
+        ``load_state_dict``: every weight would silently stay as initialised (transformers #43701).
+        ``from_pretrained`` applies the key mapping; the strict load then proves every weight arrived.
+        Adapters (PEFT) and DeepSpeed / FSDP checkpoints keep the Trainer's own paths.
+        """
+        model = self.model if model is None else model
+        folder = Path(resume_from_checkpoint)
+        full = any((folder / f).exists() for f in ("model.safetensors", "model.safetensors.index.json"))
+        if hasattr(model, "peft_config") or self.is_deepspeed_enabled or self.is_fsdp_enabled or not full:
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        restored = type(model).from_pretrained(folder, config=model.config, dtype=model.dtype)
+        model.load_state_dict(restored.state_dict())
 
     # ---- optimizer --------------------------------------------------------------------------------
     def create_optimizer(self, model=None):
