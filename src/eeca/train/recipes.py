@@ -270,6 +270,9 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         eval_strategy="steps" if has_eval and o.eval_steps else "no", eval_steps=o.eval_steps, seed=o.seed,
         data_seed=o.seed, dataloader_num_workers=o.dataloader_num_workers, report_to=o.report_to,
         remove_unused_columns=False,  # pixel_values_hr, entity_ids, hc_labels are not in every signature
+        # only the LM labels decide whether a batch has a loss (EECA's forward also takes hc_labels,
+        # which stages 1-2 do not have: the Trainer would otherwise skip their eval loss)
+        label_names=["labels"],
         save_only_model=False, disable_tqdm=False, use_cpu=o.use_cpu)
 
 
