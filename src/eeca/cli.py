@@ -39,6 +39,8 @@ COMMANDS: dict[str, str] = {
     "select": "eeca.knowledge.select:select_command",
     "mgld stage1": "eeca.knowledge.stage1:stage1_command",
     "knowledge analyze": "eeca.knowledge.analysis:analyze_command",
+    "train": "eeca.train.recipes:train_command",
+    "merge-lora": "eeca.train.lora:merge_lora_command",
 }
 
 
