@@ -30,6 +30,10 @@ COMMANDS: dict[str, str] = {
     "mgld stage2": "eeca.mgld.stages:stage2_command",
     "mgld stage3": "eeca.mgld.stages:stage3_command",
     "mgld validate": "eeca.mgld.validate:validate_command",
+    "score": "eeca.knowledge.score:score_command",
+    "select": "eeca.knowledge.select:select_command",
+    "mgld stage1": "eeca.knowledge.stage1:stage1_command",
+    "knowledge analyze": "eeca.knowledge.analysis:analyze_command",
 }
 
 
