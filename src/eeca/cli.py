@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "select": "eeca.knowledge.select:select_command",
     "mgld stage1": "eeca.knowledge.stage1:stage1_command",
     "knowledge analyze": "eeca.knowledge.analysis:analyze_command",
+    "model summary": "eeca.model.spec:summary_command",
 }
 
 
