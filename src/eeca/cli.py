@@ -35,6 +35,8 @@ COMMANDS: dict[str, str] = {
     "mgld stage1": "eeca.knowledge.stage1:stage1_command",
     "knowledge analyze": "eeca.knowledge.analysis:analyze_command",
     "model summary": "eeca.model.spec:summary_command",
+    "train": "eeca.train.recipes:train_command",
+    "merge-lora": "eeca.train.lora:merge_lora_command",
 }
 
 
