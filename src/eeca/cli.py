@@ -37,6 +37,9 @@ COMMANDS: dict[str, str] = {
     "model summary": "eeca.model.spec:summary_command",
     "train": "eeca.train.recipes:train_command",
     "merge-lora": "eeca.train.lora:merge_lora_command",
+    "generate": "eeca.evaluate.generate:generate_command",
+    "judge": "eeca.evaluate.judge:judge_command",
+    "metrics": "eeca.evaluate.metrics:metrics_command",
 }
 
 
