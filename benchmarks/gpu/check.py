@@ -350,6 +350,8 @@ def training_records(env: Env, folder: Path, n: int) -> Path:
 def train_once(env: Env, llm: str, lora: bool, batch: int) -> dict:
     """One stage-3 run of ``train_steps`` optimizer steps through the recipe's own pieces."""
     steps, on_gpu = env.geo["train_steps"], env.device.type == "cuda"
+    if on_gpu:
+        torch.cuda.reset_peak_memory_stats()  # this attempt's peak, not an earlier out-of-memory one's
     work = Path(tempfile.mkdtemp(dir=env.tmp))
     data = training_records(env, work, batch * steps)
     cfg = load_config(TrainConfig, REPO / "configs/paper/stage3.yaml", [
@@ -389,7 +391,8 @@ def train_once(env: Env, llm: str, lora: bool, batch: int) -> dict:
             "trainable_by_group_before_lora": counts, "mfu": mfu(flops / step_s, env.peak_bf16),
             "mfu_formula": "(6 * llm_matmul_params * batch * seq_len + vision_fwd_flops * batch * 5) / step_s / peak_bf16",
             "loss_terms_logged": sorted(k for k in (log[-1] if log else {}) if k.startswith("loss")),
-            "train_loss": out.training_loss}
+            "train_loss": out.training_loss,
+            "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if on_gpu else None}
 
 
 def part_train(env: Env, llm: str, lora: bool) -> dict:
@@ -540,11 +543,55 @@ def headline(name: str, m: dict) -> str:
             f"(x{m['speedup']}), k={m['k']}, {m['new_tokens']} new tokens")
 
 
+def gaps(env: dict, parts: dict) -> list[str]:
+    """One sentence per measured figure: how far it is from the card's limit (matrix rate, bandwidth)."""
+    pct = lambda x: "n/a" if x is None else f"{x:.0%}"  # noqa: E731
+    bf16, fp32, bw = env["peak_bf16_dense_tflops"], env["peak_fp32_tflops"], env["memory_bandwidth_tbps"]
+    ok = {k: v["metrics"] for k, v in parts.items() if v["status"] == "ok"}
+    out = []
+    if "clip_encode" in ok:
+        m = ok["clip_encode"]
+        out.append(f"CLIP encoding: the model alone runs at {pct(m['model_only']['mfu'])} of the {bf16} TFLOP/s bf16 "
+                   f"peak ({m['gflops_per_image']} GFLOPs/image); eeca score's file path at "
+                   f"{pct(m['eeca_encode_images']['mfu'])}, {m['verdict']}.")
+    if "streaming_rank" in ok:
+        m = ok["streaming_rank"]
+        out.append(f"Streaming rank: {m['effective_tflops']} TFLOP/s is {pct(m['fp32_peak_fraction'])} of the "
+                   f"{fp32} TFLOP/s fp32 peak and {pct(m['vs_plain_fp32_matmul'])} of a plain fp32 matmul of its block "
+                   f"shape here; {m['seconds']} s against a matmul floor of {m['matmul_floor_s']} s and a "
+                   f"bandwidth floor of {m['bandwidth_floor_s']} s ({bw} TB/s).")
+    work = {"train_8b_lora": ("Llama-3-8B LoRA", "for LoRA with gradient checkpointing that is the work done: "
+                              "forward, recomputed forward, input gradients, no weight gradients of the frozen base"),
+            "train_1b_full": ("1B full fine-tune", "gradient checkpointing recomputes the forward, so the card "
+                              "does about 8/6 of that work")}
+    for name, (what, why) in work.items():
+        if name in ok:
+            m = ok[name]
+            out.append(f"{what} stage-3 step: MFU {pct(m['mfu'])} of {bf16} TFLOP/s by the 6NT convention ({why}); "
+                       f"peak memory {m['peak_memory_gb']} GB at batch {m['batch_size']}.")
+    if "generate_k5" in ok:
+        m = ok["generate_k5"]
+        out.append(f"k = 5 generation: batched {m['batched_tokens_per_s']} tokens/s against a weight-read bound of "
+                   f"{m['weight_read_bound_tokens_per_s_batched']} ({m['weight_gb']} GB of weights per decode step at "
+                   f"{bw} TB/s), naive {m['naive_tokens_per_s']} against {m['weight_read_bound_tokens_per_s_naive']}.")
+    return out
+
+
+def markdown(report: dict, command: str, table: str) -> str:
+    """The RESULTS.md section of one run: card, date, command, table and the gap sentences."""
+    env = report["env"]
+    lines = [f"## {env['device']}, {time.strftime('%Y-%m-%d', time.gmtime())}", "",
+             f"`{command}` (torch {env['torch']}, transformers {env['transformers']}, CUDA {env['cuda']}, "
+             f"{env['cpu_count']} CPUs; total {report['total_s']} s)", "", "```", table, "```", ""]
+    return "\n".join(lines + [f"- {g}" for g in gaps(env, report["parts"])]) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="gpu-check.json", help="results JSON")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (the test of this script)")
     ap.add_argument("--parts", nargs="*", default=None, help="run only these parts (default: all)")
+    ap.add_argument("--markdown", default=None, help="also write the run as a RESULTS.md section here")
     a = ap.parse_args(argv)
     t_start = time.perf_counter()
     on_gpu = torch.cuda.is_available() and not a.smoke
@@ -578,10 +625,15 @@ def main(argv: list[str] | None = None) -> int:
                 results[part] = run_part(part, fn, env, geo["caps"][part])
     report = {"env": info, "smoke": a.smoke, "parts": results, "total_s": round(time.perf_counter() - t_start, 1)}
     write_json(Path(a.out), report)
-    print(f"\n{'part':<15} {'status':<8} {'wall s':>7}  result")
+    rows = [f"{'part':<15} {'status':<8} {'wall s':>7}  result"]
     for part, r in results.items():
         line = headline(part, r["metrics"]) if r["status"] == "ok" else r["error"]
-        print(f"{part:<15} {r['status']:<8} {r['wall_s']:>7}  {line}")
+        rows.append(f"{part:<15} {r['status']:<8} {r['wall_s']:>7}  {line}")
+    table = "\n".join(rows)
+    print("\n" + table + "\n\n" + "\n".join(gaps(info, results)))
+    if a.markdown:
+        command = "python benchmarks/gpu/check.py " + " ".join(argv if argv is not None else sys.argv[1:])
+        Path(a.markdown).write_text(markdown(report, command, table), encoding="utf-8")
     print(f"\n{info['device']}, torch {info['torch']}, transformers {info['transformers']}; "
           f"total {report['total_s']} s -> {a.out}")
     return 0 if all(r["status"] == "ok" for r in results.values()) else 1
