@@ -4,12 +4,12 @@ import json
 
 import numpy as np
 import pyarrow.parquet as pq
-from knowledge_helpers import make_landmarks, make_tiny_clip
 
 from eeca.config import from_dict
 from eeca.knowledge.analysis import analyze_command
 from eeca.knowledge.score import ScoreConfig, run_score
 from eeca.knowledge.select import select_command
+from knowledge_helpers import make_landmarks, make_tiny_clip
 
 
 def mann_whitney_auc(pos, neg):

@@ -14,13 +14,13 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import torch
-from conftest import eeca_env
-from knowledge_helpers import make_landmarks, make_tiny_clip
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from eeca.config import ConfigError, from_dict
+from conftest import eeca_env
+from eeca.config import ConfigError, from_dict, load_config
 from eeca.knowledge.score import ScoreConfig, run_score
+from knowledge_helpers import make_landmarks, make_tiny_clip
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,8 @@ def read_emb(out: Path, kind: str):
 def test_scores_match_hf_clip_and_the_definition(clip_dir, world, tmp_path):
     images, landmarks, root = world
     out = tmp_path / "out"
-    summary = run_score(cfg(clip_dir, image_batch_size=3, dtype="float32"), images, landmarks, root, out)
+    with pytest.warns(UserWarning, match="1 of 7 names are longer"):
+        summary = run_score(cfg(clip_dir, image_batch_size=3, dtype="float32"), images, landmarks, root, out)
     scores = pq.read_table(out / "scores.parquet").to_pylist()
     img = pq.read_table(images).to_pylist()
     lms = pq.read_table(landmarks).to_pylist()
@@ -196,3 +197,11 @@ def test_two_processes_write_the_same_file_as_one(clip_dir, world, tmp_path, run
     assert _scores_bytes(two) == _scores_bytes(one)
     summary = json.loads((two / "score_summary.json").read_text())
     assert summary["scored"] == 35
+
+
+@pytest.mark.parametrize("name", ["synth", "paper"])
+def test_shipped_configs_load(name):
+    path = Path(__file__).resolve().parents[1] / "configs" / name / "score.yaml"
+    first = path.read_text().splitlines()[0]
+    assert "eeca score" in first and "--config configs/" + name + "/score.yaml" in first
+    assert load_config(ScoreConfig, path).shard_size > 0

@@ -12,6 +12,7 @@ on without it. Names longer than the text tower's context are truncated and coun
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -105,6 +106,9 @@ def encode_texts(clip: CLIPModel, processor: CLIPProcessor, texts: list[str], ba
     max_len = clip.config.text_config.max_position_embeddings
     lengths = [len(ids) for ids in tokenizer(texts, truncation=False)["input_ids"]]
     n_truncated = sum(n > max_len for n in lengths)
+    if n_truncated:
+        warnings.warn(f"{n_truncated} of {len(texts)} names are longer than the text tower's {max_len} tokens "
+                      f"and were truncated", stacklevel=2)
     embs = []
     with torch.inference_mode():
         for s in tqdm(range(0, len(texts), batch_size), desc=desc, unit="batch", leave=False):
