@@ -5,7 +5,6 @@ import json
 import torch
 from peft import PeftModel
 from safetensors.torch import load_file
-from train_helpers import save_tiny_eeca, stage3_config, write_llava_json
 from transformers import AutoConfig, AutoProcessor
 
 from eeca.config import from_dict
@@ -13,6 +12,7 @@ from eeca.model import EecaForConditionalGeneration
 from eeca.train.data import DataConfig, LlavaCollator, LlavaJsonDataset, read_records, resolve_chat_template
 from eeca.train.lora import merge_lora_command
 from eeca.train.recipes import TrainConfig, run
+from train_helpers import save_tiny_eeca, stage3_config, write_llava_json
 
 
 def test_lora_adapter_round_trip_and_merge(tmp_path, capsys):

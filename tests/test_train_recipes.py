@@ -124,3 +124,35 @@ def test_kill9_mid_training_then_resume_matches_uninterrupted(tmp_path):
     ref_losses = [e["loss"] for e in ref_log if "loss" in e]
     res_losses = [e["loss"] for e in res_log if "loss" in e]
     assert res_losses == pytest.approx(ref_losses, rel=1e-4)  # the curve continues where it stopped
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    """accelerate launch, 2 gloo processes x batch 1 == 1 process x batch 2 (all three losses on)."""
+    ckpt = save_tiny_eeca(tmp_path / "ckpt")
+    data = write_llava_json(tmp_path / "data", n=8)
+    # SGD: unlike Adam, its update scales with the gradient, so a mis-scaled loss would show
+    base = stage3_config(tmp_path, ckpt, data, max_steps=2, gradient_accumulation_steps=2, warmup_ratio=0.0,
+                         optim="sgd", learning_rate=0.5)
+    base["data"]["eval_path"] = None
+    one = run(from_dict(TrainConfig, {**base, "output_dir": str(tmp_path / "one"),
+                                      "optim": {**base["optim"], "per_device_train_batch_size": 2}}))
+    two = tmp_path / "two"
+    (tmp_path / "two.yaml").write_text(yaml.safe_dump({**base, "output_dir": str(two),
+                                                        "optim": {**base["optim"], "per_device_train_batch_size": 1,
+                                                                  "use_cpu": True}}))
+    cmd = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+           "-m", "eeca", "train", str(tmp_path / "two.yaml")]
+    proc = subprocess.run(cmd, env=eeca_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("trained stage 3: 2 steps") == 1  # one summary, from the main process
+    state = json.loads((two / "trainer_state.json").read_text())
+    assert state["log_history"][0]["epoch"] == pytest.approx(0.5)  # 2 processes x 1 x 2 accumulation = 4 of 8
+    ref_logs = json.loads((tmp_path / "one" / "trainer_state.json").read_text())["log_history"]
+    for term in ("loss", "loss_lm", "loss_hc", "loss_eac"):
+        assert state["log_history"][1][term] == pytest.approx(ref_logs[1][term], rel=1e-4), term
+    ref_w, two_w = final_weights(tmp_path / "one"), final_weights(two)
+    for name in ref_w:
+        torch.testing.assert_close(two_w[name], ref_w[name], atol=1e-5, rtol=1e-4, msg=name)
+    assert one["steps"] == 2

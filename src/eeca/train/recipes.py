@@ -109,6 +109,7 @@ class OptimSettings:
     dataloader_num_workers: int = 0
     group_by_modality_length: bool = False
     report_to: str = "none"
+    use_cpu: bool = False  # several CPU processes (gloo) under torchrun / accelerate launch
 
     def __post_init__(self):
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -268,7 +269,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         eval_strategy="steps" if has_eval and o.eval_steps else "no", eval_steps=o.eval_steps, seed=o.seed,
         data_seed=o.seed, dataloader_num_workers=o.dataloader_num_workers, report_to=o.report_to,
         remove_unused_columns=False,  # pixel_values_hr, entity_ids, hc_labels are not in every signature
-        save_only_model=False, disable_tqdm=False)
+        save_only_model=False, disable_tqdm=False, use_cpu=o.use_cpu)
 
 
 def run(cfg: TrainConfig) -> dict[str, Any]:
@@ -341,8 +342,12 @@ def train_command(config: str, overrides: list[str]) -> None:
         config: recipe YAML, e.g. configs/synth/stage3.yaml or configs/paper/stage3.yaml
         overrides: field=value settings applied on top, e.g. optim.max_steps=10 output_dir=runs/x
     """
+    from accelerate import PartialState
+
     cfg = load_config(TrainConfig, config, overrides)
     s = run(cfg)
+    if not PartialState().is_main_process:
+        return
     evals = f", eval loss {s['eval_loss_start']:.4f} -> {s['eval_loss_end']:.4f}" if s["eval_loss_end"] is not None else ""
     print(f"trained stage {cfg.stage}: {s['steps']} steps, train loss {s['train_loss_first']} -> "
           f"{s['train_loss_last']}{evals}, {s['wall_s']} s -> {cfg.output_dir}")

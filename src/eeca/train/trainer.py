@@ -69,16 +69,14 @@ class EecaTrainer(Trainer):
         if parts["loss_lm"] is None:
             parts["loss_lm"] = outputs.loss
         weights = loss_weights(self.accelerator.unwrap_model(model))
-        if model.training:
-            ga = self.current_gradient_accumulation_steps
-            if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
-                # undo DDP's gradient averaging: the token count already covers every process
-                lm_scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
-            else:
-                lm_scale = 1.0 / ga  # the model returned this micro-batch's token mean
-            scales = {"loss_lm": lm_scale, "loss_hc": 1.0 / ga, "loss_eac": 1.0 / ga}
+        # in evaluation there is no accumulation; the token count still spans every process
+        ga = self.current_gradient_accumulation_steps if model.training else 1
+        if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
+            # undo DDP's gradient averaging: the token count already covers every process
+            lm_scale = self.accelerator.num_processes if self.args.average_tokens_across_devices else 1
         else:
-            scales = dict.fromkeys(LOSS_TERMS, 1.0)
+            lm_scale = 1.0 / ga  # the model returned this micro-batch's token mean
+        scales = {"loss_lm": lm_scale, "loss_hc": 1.0 / ga, "loss_eac": 1.0 / ga}
         loss = None
         for name, value in parts.items():
             if value is None:
