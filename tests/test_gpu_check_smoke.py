@@ -70,16 +70,19 @@ def test_peaks_are_looked_up_by_device_name(check):
 def test_a_failing_part_is_recorded_not_fatal(check, raise_, status):
     env = check.Env({}, torch.device("cpu"), torch.float32, None, None, None, [], Path("."))
 
-    def broken():
+    def broken(out):
+        out["measured_before_failing"] = 1.0
         raise raise_
 
     record = check.run_part("broken", broken, env, cap=30)
     assert record["status"] == status and str(raise_).split()[0] in record["error"]
-    assert check.run_part("fine", lambda: {"x": 1}, env, cap=30)["metrics"] == {"x": 1}
+    assert record["metrics"] == {"measured_before_failing": 1.0}  # what was measured survives
+    fine = check.run_part("fine", lambda out: out.update(x=1), env, cap=30)
+    assert fine["status"] == "ok" and fine["metrics"] == {"x": 1}
 
 
 def test_a_part_past_its_cap_times_out(check):
     env = check.Env({}, torch.device("cpu"), torch.float32, None, None, None, [], Path("."))
     t0 = time.monotonic()
-    record = check.run_part("slow", lambda: time.sleep(10), env, cap=1)
+    record = check.run_part("slow", lambda out: time.sleep(10), env, cap=1)
     assert record["status"] == "timeout" and time.monotonic() - t0 < 5

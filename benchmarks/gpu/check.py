@@ -97,7 +97,7 @@ FULL = dict(
     rank=dict(n=1_000_000, m=203_094, d=768, project_n=4_132_914),
     text_tokens=128, train_batch=16, train_steps=3, train_workers=8,
     gen=dict(prompts=8, naive_prompts=2, k=5, new_tokens=128),
-    caps=dict(clip_encode=80, streaming_rank=100, train_8b_lora=130, train_1b_full=70, generate_k5=70),
+    caps=dict(clip_encode=80, streaming_rank=90, train_8b_lora=130, train_1b_full=70, generate_k5=90),
 )
 SMOKE = dict(
     vision=dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
@@ -210,7 +210,7 @@ def score_settings() -> dict:
 
 
 # ---- 1. CLIP image encoding ---------------------------------------------------------------------
-def part_clip_encode(env: Env) -> dict:
+def part_clip_encode(env: Env, out: dict) -> None:
     geo = env.geo
     cfg = CLIPConfig(vision_config=geo["vision"], text_config=geo["clip_text"],
                      projection_dim=geo["vision"]["projection_dim"])
@@ -221,6 +221,8 @@ def part_clip_encode(env: Env) -> dict:
     # (steady state, not worker start-up); repeated files come from the page cache, decoding is redone
     cycled = [paths[i % len(paths)] for i in range(geo["encode_paths"])]
     flops = vit_image_flops(cfg.vision_config)
+    out.update(jpeg_files=len(paths), images_eeca_path=len(cycled), batch_size=bs, decode_workers=geo["workers"],
+               gflops_per_image=round(flops / 1e9, 1))
 
     def rate(n: int, seconds: float) -> dict:
         ips = n / seconds
@@ -237,7 +239,7 @@ def part_clip_encode(env: Env) -> dict:
         for _ in range(n_batches):
             clip.get_image_features(pixel_values=pixels)
         sync(env)
-    model_only = rate(n_batches * len(pixels), time.perf_counter() - t0)
+    model_only = out["model_only"] = rate(n_batches * len(pixels), time.perf_counter() - t0)
 
     # (b) a plain HF loop over the files: PIL decode + processor + get_image_features, one process
     t0 = time.perf_counter()
@@ -248,7 +250,7 @@ def part_clip_encode(env: Env) -> dict:
             f = clip.get_image_features(pixel_values=px).pooler_output.float()
             (f / f.norm(dim=-1, keepdim=True)).cpu()
     sync(env)
-    plain = rate(len(paths), time.perf_counter() - t0)
+    plain = out["plain_hf_files"] = rate(len(paths), time.perf_counter() - t0)
 
     # (c) eeca score's path: DataLoader decode workers, pinned memory, per-file error handling
     t0 = time.perf_counter()
@@ -258,11 +260,9 @@ def part_clip_encode(env: Env) -> dict:
     if res.skipped or len(res.index) != len(cycled):
         raise RuntimeError(f"encode_images skipped {len(res.skipped)} of {len(cycled)} synthetic JPEGs")
     bound = "decode-bound" if eeca["images_per_s"] < 0.8 * model_only["images_per_s"] else "model-bound"
-    return {"jpeg_files": len(paths), "images_eeca_path": len(cycled), "batch_size": bs, "decode_workers": geo["workers"],
-            "gflops_per_image": round(flops / 1e9, 1), "model_only": model_only, "plain_hf_files": plain,
-            "eeca_encode_images": eeca, "speedup_vs_plain": round(eeca["images_per_s"] / plain["images_per_s"], 2),
-            "verdict": f"{bound} (eeca path at {eeca['images_per_s'] / model_only['images_per_s']:.0%} "
-                       f"of the model-only rate, {geo['workers']} decode workers)"}
+    out.update(eeca_encode_images=eeca, speedup_vs_plain=round(eeca["images_per_s"] / plain["images_per_s"], 2),
+               verdict=f"{bound} (eeca path at {eeca['images_per_s'] / model_only['images_per_s']:.0%} "
+                       f"of the model-only rate, {geo['workers']} decode workers)")
 
 
 # ---- 2. streaming S / rank / RSR ------------------------------------------------------------------
@@ -285,7 +285,7 @@ def matmul_rate(env: Env, rows: int, cols: int, d: int, dtype: torch.dtype, tf32
         torch.backends.cuda.matmul.allow_tf32 = old
 
 
-def part_streaming_rank(env: Env, deadline: float) -> dict:
+def part_streaming_rank(env: Env, deadline: float, out: dict) -> None:
     g = env.geo["rank"]
     n, m, d, blk, nblk = g["n"], g["m"], g["d"], g["block"], g["name_block"]
     gen = torch.Generator(device=env.device).manual_seed(0)
@@ -310,6 +310,7 @@ def part_streaming_rank(env: Env, deadline: float) -> dict:
     pilot_rows = min(n, blk * 8)
     run(pilot_rows)  # warm-up (allocator, kernels)
     t_pilot = run(pilot_rows)
+    out.update(pilot_rows=pilot_rows, pilot_s=round(t_pilot, 3))
     budget = max(deadline - time.monotonic() - 5.0, 1.0)
     # run all N when the pilot's per-image time says it fits in 80% of what is left, else a fraction
     rows = n if t_pilot / pilot_rows * n < 0.8 * budget else max(pilot_rows, int(0.8 * budget * pilot_rows / t_pilot))
@@ -322,7 +323,7 @@ def part_streaming_rank(env: Env, deadline: float) -> dict:
     half = matmul_rate(env, blk, nblk, d, env.dtype, tf32=False, reps=50)
     eff = flops / seconds
     bw_floor = 8.0 * rows * m / env.bandwidth if env.bandwidth else None  # write + read each fp32 similarity once
-    return {"shape": f"{rows} x {m} x {d}", "rows_run": rows, "rows_target": n,
+    out.update({"shape": f"{rows} x {m} x {d}", "rows_run": rows, "rows_target": n,
             "fraction_run": round(rows / n, 4), "seconds": round(seconds, 2),
             "effective_tflops": round(eff / 1e12, 3),
             "plain_matmul_fp32_tflops": round(fp32 / 1e12, 3),
@@ -332,7 +333,7 @@ def part_streaming_rank(env: Env, deadline: float) -> dict:
             "matmul_floor_s": round(flops / fp32, 2), "bandwidth_floor_s": None if bw_floor is None else round(bw_floor, 2),
             "projected_s_target": round(per_image * n, 1),
             "projected_s_gldv2": round(per_image * g["project_n"], 1), "gldv2_images": g["project_n"],
-            "note": "fp32 products with TF32 off (exact ranks, see eeca.knowledge.rank); projections scale linearly in images"}
+            "note": "fp32 products with TF32 off (exact ranks, see eeca.knowledge.rank); projections scale linearly in images"})
 
 
 # ---- 3. stage-3 training step -----------------------------------------------------------------------
@@ -408,24 +409,24 @@ def train_once(env: Env, llm: str, lora: bool, batch: int) -> dict:
             "peak_memory_gb": round(torch.cuda.max_memory_allocated() / 1e9, 2) if on_gpu else None}
 
 
-def part_train(env: Env, llm: str, lora: bool) -> dict:
+def part_train(env: Env, llm: str, lora: bool, out: dict) -> None:
     """``train_once`` at the paper's per-device batch, halved on out-of-memory until it fits."""
-    batch, tried = env.geo["train_batch"], []
+    batch = env.geo["train_batch"]
+    out["batches_out_of_memory"] = []
     while True:
         try:
-            result = train_once(env, llm, lora, batch)
-            result["batches_out_of_memory"] = tried
-            return result
+            out.update(train_once(env, llm, lora, batch))
+            return
         except torch.OutOfMemoryError:
             if batch == 1:
                 raise
-            tried.append(batch)
+            out["batches_out_of_memory"].append(batch)
         free_memory()  # outside the except block: the traceback no longer holds the failed step's tensors
         batch //= 2
 
 
 # ---- 4. k = 5 generation ------------------------------------------------------------------------------
-def part_generate(env: Env) -> dict:
+def part_generate(env: Env, out: dict) -> None:
     g = env.geo["gen"]
     config, tok = eeca_config(env, "llm_1b")
     model = build_on(env, EecaForConditionalGeneration, config, env.dtype)
@@ -449,6 +450,15 @@ def part_generate(env: Env) -> dict:
 
     batched(dataclasses.replace(cfg, max_new_tokens=2))  # warm-up
     t_batched = batched(cfg)
+    tok_batched = len(images) * g["k"] * g["new_tokens"]
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    bound = (lambda r: round(r * env.bandwidth / weight_bytes, 1)) if env.bandwidth else (lambda r: None)
+    out.update({"k": g["k"], "new_tokens": g["new_tokens"], "prompt_tokens": prompt_tokens,
+                "batched_prompts": len(images), "batched_tokens_per_s": round(tok_batched / t_batched, 1),
+                "batched_seconds": round(t_batched, 2), "weight_gb": round(weight_bytes / 1e9, 2),
+                "weight_read_bound_tokens_per_s_batched": bound(len(images) * g["k"]),
+                "weight_read_bound_tokens_per_s_naive": bound(1),
+                "note": "batched tokens count B*k*new_tokens decode slots (random weights never emit EOS in practice)"})
 
     def naive(n_prompts: int, new_tokens: int) -> float:
         sync(env)
@@ -465,19 +475,10 @@ def part_generate(env: Env) -> dict:
 
     naive(1, 2)  # warm-up
     t_naive = naive(g["naive_prompts"], g["new_tokens"])
-    tok_batched = len(images) * g["k"] * g["new_tokens"]
     tok_naive = g["naive_prompts"] * g["k"] * g["new_tokens"]
-    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    rows = len(images) * g["k"]
-    bound = (lambda r: round(r * env.bandwidth / weight_bytes, 1)) if env.bandwidth else (lambda r: None)
-    return {"k": g["k"], "new_tokens": g["new_tokens"], "prompt_tokens": prompt_tokens,
-            "batched_prompts": len(images), "batched_tokens_per_s": round(tok_batched / t_batched, 1),
-            "batched_seconds": round(t_batched, 2), "naive_sequences": g["naive_prompts"] * g["k"],
-            "naive_tokens_per_s": round(tok_naive / t_naive, 1), "naive_seconds": round(t_naive, 2),
-            "speedup": round((tok_batched / t_batched) / (tok_naive / t_naive), 2),
-            "weight_gb": round(weight_bytes / 1e9, 2),
-            "weight_read_bound_tokens_per_s_batched": bound(rows), "weight_read_bound_tokens_per_s_naive": bound(1),
-            "note": "batched tokens count B*k*new_tokens decode slots (random weights never emit EOS in practice)"}
+    out.update({"naive_sequences": g["naive_prompts"] * g["k"], "naive_tokens_per_s": round(tok_naive / t_naive, 1),
+                "naive_seconds": round(t_naive, 2),
+                "speedup": round((tok_batched / t_batched) / (tok_naive / t_naive), 2)})
 
 
 # ---- running the parts ------------------------------------------------------------------------------
@@ -507,10 +508,11 @@ def run_part(name: str, fn, env: Env, cap: int) -> dict:
     if env.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    record: dict = {"cap_s": cap}
+    record: dict = {"cap_s": cap, "metrics": {}}  # a part fills metrics as it goes: a failure keeps what it measured
     try:
         with time_cap(cap):
-            record.update(status="ok", metrics=fn())
+            fn(record["metrics"])
+            record["status"] = "ok"
     except torch.OutOfMemoryError as e:
         record.update(status="oom", error=str(e).splitlines()[0])
     except PartTimeout as e:
@@ -626,11 +628,11 @@ def main(argv: list[str] | None = None) -> int:
         info["jpeg_write_s"] = round(time.perf_counter() - t0, 1)
         print(json.dumps(info, indent=1), flush=True)
         parts = {
-            "clip_encode": lambda: part_clip_encode(env),
-            "streaming_rank": lambda: part_streaming_rank(env, time.monotonic() + geo["caps"]["streaming_rank"]),
-            "train_8b_lora": lambda: part_train(env, "llm_8b", lora=True),
-            "train_1b_full": lambda: part_train(env, "llm_1b", lora=False),
-            "generate_k5": lambda: part_generate(env),
+            "clip_encode": lambda out: part_clip_encode(env, out),
+            "streaming_rank": lambda out: part_streaming_rank(env, time.monotonic() + geo["caps"]["streaming_rank"], out),
+            "train_8b_lora": lambda out: part_train(env, "llm_8b", True, out),
+            "train_1b_full": lambda out: part_train(env, "llm_1b", False, out),
+            "generate_k5": lambda out: part_generate(env, out),
         }
         results = {}
         for part, fn in parts.items():
