@@ -125,6 +125,8 @@ class PartTimeout(Exception):
 
 @dataclasses.dataclass
 class Env:
+    """What every part runs with: the geometry, the device and its peaks, the shared JPEGs."""
+
     geo: dict
     device: torch.device
     dtype: torch.dtype  # compute dtype of the models (bf16 on GPU, fp32 on CPU)
@@ -193,7 +195,8 @@ def image_processor(env: Env) -> CLIPImageProcessorPil:
 
 
 def llm_matmul_params(model) -> int:
-    """Parameters of the LLM that are matmul weights per token: the decoder layers and the LM head."""
+    """N of the 6NT count: the LLM's decoder-layer parameters and the LM head (not the embedding lookup,
+    not LoRA adapters)."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     layers = sum(p.numel() for n, p in base.model.language_model.named_parameters()
                  if "embed_tokens" not in n and "lora_" not in n)
@@ -605,7 +608,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="gpu-check.json", help="results JSON")
     ap.add_argument("--smoke", action="store_true", help="tiny shapes on the CPU (the test of this script)")
-    ap.add_argument("--parts", nargs="*", default=None, help="run only these parts (default: all)")
+    ap.add_argument("--parts", nargs="*", default=None, choices=sorted(SMOKE["caps"]),
+                    help="run only these parts (default: all)")
     ap.add_argument("--markdown", default=None, help="also write the run as a RESULTS.md section here")
     a = ap.parse_args(argv)
     t_start = time.perf_counter()
