@@ -34,6 +34,7 @@ import gc
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import tempfile
@@ -203,6 +204,19 @@ def llm_matmul_params(model) -> int:
     return layers + base.lm_head.weight.numel()
 
 
+def shm_workers(wanted: int, batch_bytes: float) -> int:
+    """DataLoader workers whose in-flight batches (2 per worker) fit in half of the free /dev/shm.
+
+    Workers hand batches over through shared memory; a container's small /dev/shm would kill them
+    with a bus error, so fewer workers run instead (the JSON says how many).
+    """
+    try:
+        free = shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return wanted
+    return max(0, min(wanted, int(free * 0.5 // (2 * batch_bytes))))
+
+
 def score_settings() -> dict:
     """Batch, decode workers and similarity blocks of ``configs/paper/score.yaml`` (what ``eeca score`` runs)."""
     cfg = load_config(ScoreConfig, REPO / "configs/paper/score.yaml")
@@ -224,7 +238,9 @@ def part_clip_encode(env: Env, out: dict) -> None:
     # (steady state, not worker start-up); repeated files come from the page cache, decoding is redone
     cycled = [paths[i % len(paths)] for i in range(geo["encode_paths"])]
     flops = vit_image_flops(cfg.vision_config)
-    out.update(jpeg_files=len(paths), images_eeca_path=len(cycled), batch_size=bs, decode_workers=geo["workers"],
+    side = geo["vision"]["image_size"]
+    workers = shm_workers(geo["workers"], bs * 3 * side * side * 4)  # float32 pixel batches
+    out.update(jpeg_files=len(paths), images_eeca_path=len(cycled), batch_size=bs, decode_workers=workers,
                gflops_per_image=round(flops / 1e9, 1))
 
     def rate(n: int, seconds: float) -> dict:
@@ -257,7 +273,7 @@ def part_clip_encode(env: Env, out: dict) -> None:
 
     # (c) eeca score's path: DataLoader decode workers, pinned memory, per-file error handling
     t0 = time.perf_counter()
-    res = encode_images(clip, processor, cycled, bs, geo["workers"], desc="clip encode")
+    res = encode_images(clip, processor, cycled, bs, workers, desc="clip encode")
     sync(env)
     eeca = rate(len(res.index), time.perf_counter() - t0)
     if res.skipped or len(res.index) != len(cycled):
@@ -265,7 +281,7 @@ def part_clip_encode(env: Env, out: dict) -> None:
     bound = "decode-bound" if eeca["images_per_s"] < 0.8 * model_only["images_per_s"] else "model-bound"
     out.update(eeca_encode_images=eeca, speedup_vs_plain=round(eeca["images_per_s"] / plain["images_per_s"], 2),
                verdict=f"{bound} (eeca path at {eeca['images_per_s'] / model_only['images_per_s']:.0%} "
-                       f"of the model-only rate, {geo['workers']} decode workers)")
+                       f"of the model-only rate, {workers} decode workers)")
 
 
 # ---- 2. streaming S / rank / RSR ------------------------------------------------------------------
@@ -367,6 +383,8 @@ def training_records(env: Env, folder: Path, n: int) -> Path:
 def train_once(env: Env, llm: str, lora: bool, batch: int) -> dict:
     """One stage-3 run of ``train_steps`` optimizer steps through the recipe's own pieces."""
     steps, on_gpu = env.geo["train_steps"], env.device.type == "cuda"
+    side = env.geo["vision"]["image_size"]
+    workers = shm_workers(env.geo["train_workers"], batch * 5 * 3 * side * side * 4)  # LR + 4 HR crops, float32
     if on_gpu:
         torch.cuda.reset_peak_memory_stats()  # this attempt's peak, not an earlier out-of-memory one's
     work = Path(tempfile.mkdtemp(dir=env.tmp))
@@ -376,7 +394,7 @@ def train_once(env: Env, llm: str, lora: bool, batch: int) -> dict:
         "data.eval_path=null", "data.chat_template=tokenizer", f"lora.enabled={str(lora).lower()}",
         "optim.deepspeed=null", f"optim.max_steps={steps}", f"optim.per_device_train_batch_size={batch}",
         "optim.save_steps=1000000", f"optim.logging_steps={steps}", f"optim.bf16={str(on_gpu).lower()}",
-        f"optim.dataloader_num_workers={env.geo['train_workers']}"])
+        f"optim.dataloader_num_workers={workers}"])
     records = read_records(cfg.data.path)
     labels = build_label_vocabulary(records)
     config, tok = eeca_config(env, llm, labels)
@@ -401,7 +419,7 @@ def train_once(env: Env, llm: str, lora: bool, batch: int) -> dict:
     flops = 6 * n_llm * tokens + vis
     trained = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
     log = [e for e in trainer.state.log_history if "loss" in e]
-    return {"batch_size": batch, "seq_len": seq, "visual_tokens": config.num_visual_tokens,
+    return {"batch_size": batch, "dataloader_workers": workers, "seq_len": seq, "visual_tokens": config.num_visual_tokens,
             "images_per_sample": 1 + config.hr_grid**2, "step_s": round(step_s, 3),
             "tokens_per_s": round(tokens / step_s, 1), "samples_per_s": round(batch / step_s, 2),
             "llm_matmul_params": n_llm, "trainable_params": trained,
@@ -538,6 +556,7 @@ def environment(env: Env) -> dict:
     return {"device": name, "torch": torch.__version__, "transformers": transformers.__version__,
             "peft": peft.__version__, "accelerate": accelerate.__version__, "python": platform.python_version(),
             "cuda": torch.version.cuda, "cpu_count": os.cpu_count(), "dtype": str(env.dtype),
+            "shm_free_gb": round(shutil.disk_usage("/dev/shm").free / 1e9, 1) if Path("/dev/shm").exists() else None,
             "peak_bf16_dense_tflops": env.peak_bf16 and env.peak_bf16 / 1e12,
             "peak_fp32_tflops": env.peak_fp32 and env.peak_fp32 / 1e12,
             "memory_bandwidth_tbps": env.bandwidth and env.bandwidth / 1e12}
