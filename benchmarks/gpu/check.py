@@ -42,12 +42,9 @@ import time
 import traceback
 from pathlib import Path
 
-# before torch is imported: growable segments keep an 8B step's varying block sizes from fragmenting memory
-os.environ.setdefault("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
-
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+import numpy as np
+import torch
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "src"))
