@@ -30,9 +30,10 @@ def integer_world(n_img, m, d, n_dup, seed):
     return x, names, gt
 
 
-@pytest.mark.parametrize("block_size,name_block", [(64, None), (37, 101), (1000, 256), (7, 3)])
-def test_integer_embeddings_match_naive_exactly(block_size, name_block):
-    x, names, gt = integer_world(600, 1500, 16, 100, seed=block_size)
+@pytest.mark.parametrize("block_size,name_block,n_img,m", [(64, None, 600, 1500), (37, 101, 600, 1500),
+                                                            (1000, 256, 600, 1500), (7, 3, 40, 60)])
+def test_integer_embeddings_match_naive_exactly(block_size, name_block, n_img, m):
+    x, names, gt = integer_world(n_img, m, 16, m // 15, seed=block_size)
     s_ref, r_ref, t_ref, ts_ref = naive(x, names, gt)
     r = streaming_scores(x, names, gt, block_size=block_size, name_block_size=name_block)
     np.testing.assert_array_equal(r.s_gt, s_ref)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
@@ -109,6 +110,10 @@ def test_bad_files_are_skipped_with_reasons(clip_dir, world, tmp_path):
     corrupt[200:] = bytes(len(corrupt) - 200)  # header intact, entropy-coded data zeroed
     (root / rows[3]["path"]).write_bytes(bytes(corrupt))
     (root / rows[4]["path"]).unlink()  # missing
+    rows[5]["path"] = "../outside.jpg"
+    rows[6]["landmark_id"] = 999
+    rows[7]["status"] = "failed"  # not downloaded: not scored, not a skip
+    pq.write_table(pa.Table.from_pylist(rows), images)
     out = tmp_path / "out"
     summary = run_score(cfg(clip_dir), images, landmarks, root, out)
     skipped = pacsv.read_csv(out / "skipped.csv").to_pylist()
@@ -117,11 +122,15 @@ def test_bad_files_are_skipped_with_reasons(clip_dir, world, tmp_path):
     assert reasons[rows[1]["id"]].startswith("not an image")
     assert reasons[rows[2]["id"]].startswith("corrupt or truncated image")
     assert reasons[rows[4]["id"]] == "missing file"
+    assert reasons[rows[5]["id"]] == "path escapes the image root"
+    assert reasons[rows[6]["id"]] == "landmark_id not in landmarks.parquet (999)"
+    assert summary["not_ok_status"] == 1 and rows[7]["id"] not in reasons
     scored = [r["id"] for r in pq.read_table(out / "scores.parquet").to_pylist()]
     # a zeroed-out scan decodes to grey in some decoders: it is either skipped or scored, never lost
     assert (rows[3]["id"] in reasons) != (rows[3]["id"] in scored)
-    assert set(scored) | set(reasons) == {r["id"] for r in rows} and not set(scored) & set(reasons)
-    assert summary["skipped"] == len(skipped) >= 4
+    assert set(scored) | set(reasons) == {r["id"] for r in rows} - {rows[7]["id"]}
+    assert not set(scored) & set(reasons)
+    assert summary["skipped"] == len(skipped) >= 6
     assert summary["skipped_by_reason"]["missing file"] == 1
 
 

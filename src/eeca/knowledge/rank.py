@@ -45,8 +45,8 @@ class RankResult:
 
     s_gt: np.ndarray | torch.Tensor  # [N] similarity to the ground-truth name
     rank: np.ndarray | torch.Tensor  # [N] int64, 1 = ground truth first
-    top1_index: np.ndarray | torch.Tensor  # [N] int64, row of the most similar name
-    top1_sim: np.ndarray | torch.Tensor  # [N] its similarity
+    top1_index: np.ndarray | torch.Tensor | None  # [N] int64, row of the most similar name (None: not asked)
+    top1_sim: np.ndarray | torch.Tensor | None  # [N] its similarity
     num_names: int  # M
 
     @property
@@ -72,12 +72,12 @@ def streaming_ranks(image_emb, name_emb, gt_index, block_size: int = 4096, name_
     :func:`streaming_scores` for the block sizes and the full result (top-1, RSR).
     """
     r = streaming_scores(image_emb, name_emb, gt_index, block_size=block_size,
-                         name_block_size=name_block_size, device=device)
+                         name_block_size=name_block_size, device=device, top1=False)
     return r.s_gt, r.rank
 
 
 def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name_block_size: int | None = None,
-                     device: str | torch.device | None = None) -> RankResult:
+                     device: str | torch.device | None = None, top1: bool = True) -> RankResult:
     """S, rank, RSR and top-1 of every image in one streaming pass over the names.
 
     Args:
@@ -88,6 +88,7 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
         name_block_size: names per block; ``None`` picks all names when a ``block_size x M``
             float32 result fits in 256 MiB, else the largest block that does.
         device: where to compute; default the device of ``image_emb`` (CPU for numpy).
+        top1: also find each image's most similar name (one more pass over each result block).
     """
     as_numpy = not isinstance(image_emb, torch.Tensor)
     x_all = _as_tensor(image_emb)
@@ -152,10 +153,11 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
                 sims = held.pop(j) if j in held else x @ name_block(j).T  # [b, nb]
                 valid = min(nb, m - j * nb)
                 sims = sims[:, :valid]
-                v, i = sims.max(1)
-                better = v > best  # strict: the first name with the highest similarity wins
-                best = torch.where(better, v, best)
-                best_i = torch.where(better, i + j * nb, best_i)
+                if top1:
+                    v, i = sims.max(1)
+                    better = v > best  # strict: the first name with the highest similarity wins
+                    best = torch.where(better, v, best)
+                    best_i = torch.where(better, i + j * nb, best_i)
                 # in place to 0/1 and a float sum: several times faster on CPU than summing a bool
                 # mask; exact, as every partial sum is an integer below 2**24
                 count += sims.gt_(s[:, None]).sum(1).long()
@@ -165,8 +167,10 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
             top1_sim[rows] = best.cpu()
             start = end
 
+    if not top1:
+        top1_index = top1_sim = None
     if as_numpy:
-        return RankResult(s_gt.numpy(), rank.numpy(), top1_index.numpy(), top1_sim.numpy(), m)
+        return RankResult(*(t if t is None else t.numpy() for t in (s_gt, rank, top1_index, top1_sim)), m)
     return RankResult(s_gt, rank, top1_index, top1_sim, m)
 
 

@@ -24,6 +24,7 @@ merges the parts in shard order. One process or eight, the files are the same.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import time
@@ -131,7 +132,7 @@ def run_score(cfg: ScoreConfig, images_path: Path, landmarks_path: Path, image_r
     state.wait_for_everyone()
 
     device = state.device
-    clip, processor = load_clip(cfg.model, cfg.torch_dtype(device), device)
+    model = functools.cache(lambda: load_clip(cfg.model, cfg.torch_dtype(device), device))  # only if needed
     mine = lambda k: k % state.num_processes == state.process_index  # noqa: E731
 
     name_shards = _shards(len(names), cfg.shard_size)
@@ -140,6 +141,7 @@ def run_score(cfg: ScoreConfig, images_path: Path, landmarks_path: Path, image_r
         if not mine(k) or marker.exists():
             continue
         texts = [cfg.name_template.format(name=n) for n in names[s:e]]
+        clip, processor = model()
         emb, n_trunc = encode_texts(clip, processor, texts, cfg.text_batch_size, desc=f"name shard {k}")
         _write_shard(emb_dir, f"name-{k:05d}", emb, {"landmark_id": lm_ids[s:e], "text": texts},
                      {"truncated": n_trunc})
@@ -150,24 +152,25 @@ def run_score(cfg: ScoreConfig, images_path: Path, landmarks_path: Path, image_r
         marker = emb_dir / f"image-{k:05d}.parquet"
         if not mine(k) or marker.exists():
             continue
-        files, pre_skips = [], []
+        todo, pre_skips = [], []  # positions in the shard to decode; (position, reason) not to
         for j in range(s, e):
-            reason = _path_problem(paths[j], image_root)
+            reason = _path_problem(paths[j])
             if reason is None and lids[j] not in gt_of:
                 reason = f"landmark_id not in landmarks.parquet ({lids[j]})"
             if reason:
                 pre_skips.append((j - s, reason))
-            files.append(image_root / paths[j])
-        bad = {j for j, _ in pre_skips}
-        todo = [j for j in range(e - s) if j not in bad]
-        res = encode_images(clip, processor, [files[j] for j in todo], cfg.image_batch_size, cfg.num_workers,
-                            desc=f"image shard {k}/{len(image_shards)}")
+            else:
+                todo.append(j - s)
+        clip, processor = model()
+        res = encode_images(clip, processor, [image_root / paths[s + j] for j in todo], cfg.image_batch_size,
+                            cfg.num_workers, desc=f"image shard {k}/{len(image_shards)}")
         rows = [s + todo[i] for i in res.index]
         skips = sorted(pre_skips + [(todo[i], r) for i, r in res.skipped])
         _write_shard(emb_dir, f"image-{k:05d}", res.emb,
                      {"id": [ids[r] for r in rows], "landmark_id": [lids[r] for r in rows]},
                      {"skipped": [[ids[s + j], paths[s + j], r] for j, r in skips]})
-    del clip
+    clip = processor = None
+    model.cache_clear()  # free the towers before ranking
     state.wait_for_everyone()
 
     name_emb = torch.from_numpy(np.concatenate([np.load(emb_dir / f"name-{k:05d}.npy")
@@ -235,7 +238,7 @@ def _write_shard(emb_dir: Path, stem: str, emb: np.ndarray, columns: dict, meta:
     write_parquet(emb_dir / f"{stem}.parquet", columns)
 
 
-def _path_problem(path: str | None, root: Path) -> str | None:
+def _path_problem(path: str | None) -> str | None:
     """Why an image path cannot be used (it must stay under the image root), or None."""
     if not path:
         return "no path in images.parquet"
