@@ -17,7 +17,7 @@ from transformers import (
 )
 
 from eeca.config import ConfigError, load_config
-from eeca.model.build import build_eeca
+from eeca.model.build import build_eeca, prepare_tokenizer
 from eeca.model.spec import ModelConfig, eeca_config_for, model_summary
 
 
@@ -91,3 +91,13 @@ def test_synth_config_points_at_checkpoints_and_rejects_bad_fields(tmp_path):
         load_config(ModelConfig, REPO / "configs/synth/model.yaml", ["eeca.eac_negatives=all"])
     with pytest.raises(ConfigError, match="unknown EECA field"):
         load_config(ModelConfig, REPO / "configs/synth/model.yaml", ["eeca.num_latents=3"])
+
+
+def test_pad_equal_to_eos_is_replaced_by_a_distinct_pad():
+    backend = Tokenizer(models.WordLevel(vocab={"<|begin|>": 0, "<|end|>": 1, "[x]": 2}, unk_token="[x]"))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<|begin|>", eos_token="<|end|>",
+                                        pad_token="<|end|>")
+    image_id = prepare_tokenizer(tokenizer)
+    assert tokenizer.pad_token == "<pad>" and len({tokenizer.pad_token_id, tokenizer.eos_token_id, image_id}) == 3
+    assert tokenizer.convert_ids_to_tokens(tokenizer("[x] <image>", add_special_tokens=False)["input_ids"]) == [
+        "[x]", "<image>"]

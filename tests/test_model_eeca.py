@@ -114,7 +114,7 @@ def test_losses_by_name_and_gradients_reach_hr_modules(hr_on):
         "sub_image_embeddings": model.model.hr_resampler.sub_image_embeddings.grad,
         "hr_projector": model.model.hr_projector.linear_2.weight.grad,
         "hc_head": model.hc_head.weight.grad,
-        "temperature": model.eac_logit_scale.grad,
+        "temperature": model.eac_logit_scale.t.grad,
     }
     for name, grad in grads.items():
         assert grad is not None and grad.abs().sum() > 0, name
@@ -182,7 +182,7 @@ def test_llava_checkpoint_loads_with_exactly_hr_modules_new(tmp_path):
         "hr_resampler", "hr_projector", "hc_head", "eac_logit_scale"}
     assert not info["unexpected_keys"] and not info["mismatched_keys"]
     _assert_llava_weights_loaded(loaded, llava)
-    assert loaded.eac_logit_scale.item() == 0.0  # t initialised at zero: tau = 1
+    assert loaded.eac_logit_scale.t.item() == 0.0 and loaded.eac_logit_scale().item() == 1.0  # t = 0: tau = 1
 
 
 def test_legacy_llava_hf_key_layout_loads(tmp_path):
@@ -252,8 +252,15 @@ def test_missing_hr_pixels_and_misuse_are_clear_errors(hr_on):
 def test_config_rejects_bad_values(field, value, match):
     with pytest.raises(ValueError, match=match):
         EecaConfig(**{field: value})
+
+
+def test_config_rejects_eac_without_hr_branch_also_when_set_late():
     with pytest.raises(ValueError, match="use_hr_branch"):
         EecaConfig(use_hr_branch=False)  # L_EAC needs the HR tokens
+    config = EecaConfig()
+    config.eac_negatives = "global"  # as from_pretrained(**kwargs) does, after construction
+    with pytest.raises(ValueError, match="eac_negatives"):
+        EecaForConditionalGeneration(config)
 
 
 def test_paper_geometry_token_counts_on_meta_device():
@@ -267,3 +274,13 @@ def test_paper_geometry_token_counts_on_meta_device():
     assert hidden.shape[0] * (hidden.shape[1] - 1) == 5 * 576 == 2880  # HR features into the resampler
     assert out.hr_tokens.shape[1] == 128
     assert out.pooler_output[0].shape[0] == config.num_visual_tokens == 704
+
+
+def test_return_dict_false_gives_llavas_tuple(hr_off):
+    model, processor = hr_off
+    inputs = batch_for(processor)
+    with torch.no_grad():
+        as_tuple = model(**inputs, labels=inputs["input_ids"], return_dict=False)
+        as_output = model(**inputs, labels=inputs["input_ids"])
+    assert isinstance(as_tuple, tuple)
+    assert torch.equal(as_tuple[0], as_output.loss) and torch.equal(as_tuple[1], as_output.logits)

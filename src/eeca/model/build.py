@@ -21,17 +21,16 @@ PAD_TOKEN = "<pad>"
 
 
 def prepare_tokenizer(tokenizer) -> int:
-    """Add `<image>` (special) and an explicit pad token when missing; returns the `<image>` id."""
+    """Add `<image>` (special) when missing and a distinct `<pad>` when the pad token is missing or
+    is the eos token (pad = eos masks the end of answers wherever padding is masked); returns the
+    `<image>` id."""
     additions = {}
     if IMAGE_TOKEN not in tokenizer.get_vocab():
         additions["additional_special_tokens"] = [IMAGE_TOKEN]
-    if tokenizer.pad_token is None:
+    if tokenizer.pad_token is None or tokenizer.pad_token == tokenizer.eos_token:
         additions["pad_token"] = PAD_TOKEN
     if additions:
         tokenizer.add_special_tokens(additions, replace_extra_special_tokens=False)
-    if tokenizer.pad_token_id == tokenizer.eos_token_id and tokenizer.eos_token_id is not None:
-        # pad = eos would mask the end of every answer out of the labels
-        raise ValueError("tokenizer pad token equals its eos token; set a distinct pad token")
     return tokenizer.convert_tokens_to_ids(IMAGE_TOKEN)
 
 

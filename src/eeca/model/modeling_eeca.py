@@ -148,6 +148,19 @@ class EecaPerceiverResampler(nn.Module):
         return self.norm(latents)
 
 
+class EecaLogitScale(nn.Module):
+    """L_EAC's learnable inverse temperature 1 / tau = exp(t), clamped (a module, so that PEFT's
+    `modules_to_save` can keep it trainable and save it with an adapter)."""
+
+    def __init__(self, max_value: float):
+        super().__init__()
+        self.max_value = max_value
+        self.t = nn.Parameter(torch.empty(()))
+
+    def forward(self) -> torch.Tensor:
+        return self.t.exp().clamp(max=self.max_value)
+
+
 class EecaPreTrainedModel(LlavaPreTrainedModel):
     config: EecaConfig
     _no_split_modules = ["EecaPerceiverResampler"]
@@ -158,8 +171,8 @@ class EecaPreTrainedModel(LlavaPreTrainedModel):
         if isinstance(module, EecaPerceiverResampler):
             init.normal_(module.latents, mean=0.0, std=std)
             init.normal_(module.sub_image_embeddings, mean=0.0, std=std)
-        elif isinstance(module, EecaForConditionalGeneration) and module.eac_logit_scale is not None:
-            init.constant_(module.eac_logit_scale, self.config.eac_logit_scale_init)
+        elif isinstance(module, EecaLogitScale):
+            init.constant_(module.t, self.config.eac_logit_scale_init)
 
 
 class EecaModel(EecaPreTrainedModel, LlavaModel):
@@ -278,8 +291,8 @@ class EecaForConditionalGeneration(EecaPreTrainedModel, LlavaForConditionalGener
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         text_width = config.text_config.hidden_size
         self.hc_head = nn.Linear(text_width, config.num_hierarchical_labels) if config.num_hierarchical_labels else None
-        # t, with 1 / tau = exp(t); only the HR branch has tokens for L_EAC
-        self.eac_logit_scale = nn.Parameter(torch.empty(())) if config.use_hr_branch else None
+        # only the HR branch has tokens for L_EAC
+        self.eac_logit_scale = EecaLogitScale(config.eac_max_logit_scale) if config.use_hr_branch else None
         self.post_init()
 
     def get_image_features(self, pixel_values, pixel_values_hr=None, **kwargs):
@@ -299,6 +312,7 @@ class EecaForConditionalGeneration(EecaPreTrainedModel, LlavaForConditionalGener
         mean = (embeds * weights).sum(dim=2) / weights.sum(dim=2).clamp(min=1)  # [B, M, d]
         return mean.detach() if self.config.entity_stop_gradient else mean
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -369,7 +383,7 @@ class EecaForConditionalGeneration(EecaPreTrainedModel, LlavaForConditionalGener
                 raise ValueError("hc_labels given but the config has no hierarchical labels (num_hierarchical_labels=0)")
             loss_hc = hierarchical_classification_loss(visual, hc_labels, self.hc_head)
         if self.eac_logit_scale is not None:
-            logit_scale = self.eac_logit_scale.exp().clamp(max=self.config.eac_max_logit_scale)
+            logit_scale = self.eac_logit_scale()
         if want_eac:
             if entity_mask is None:
                 raise ValueError("entity_ids given without entity_mask [B, M, L]")
@@ -420,4 +434,10 @@ def _register_llava_key_mapping() -> None:
 
 _register_llava_key_mapping()
 
-__all__ = ["EecaForConditionalGeneration", "EecaModel", "EecaPreTrainedModel", "EecaPerceiverResampler"]
+__all__ = [
+    "EecaForConditionalGeneration",
+    "EecaLogitScale",
+    "EecaModel",
+    "EecaPerceiverResampler",
+    "EecaPreTrainedModel",
+]
