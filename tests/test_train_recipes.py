@@ -17,7 +17,7 @@ from conftest import eeca_env
 from eeca.config import ConfigError, from_dict, load_config
 from eeca.model.tiny import tiny_eeca
 from eeca.train.recipes import TrainConfig, latest_checkpoint, parameter_groups, run, set_trainable
-from train_helpers import save_tiny_eeca, stage3_config, write_llava_json
+from train_helpers import save_clip_and_llm, save_tiny_eeca, stage3_config, write_llava_json
 
 ROOT = Path(__file__).resolve().parents[1]
 YAMLS = sorted((ROOT / "configs").glob("*/stage*.yaml"))
@@ -156,3 +156,43 @@ def test_two_cpu_processes_match_one_process_with_the_same_global_batch(tmp_path
     for name in ref_w:
         torch.testing.assert_close(two_w[name], ref_w[name], atol=1e-5, rtol=1e-4, msg=name)
     assert one["steps"] == 2
+
+
+@pytest.mark.slow
+def test_stages_1_2_3_end_to_end_eval_loss_falls(tmp_path):
+    """CLIP + Llama -> stage 1 (build_eeca) -> stage 2 -> stage 3; eval loss falls in every stage."""
+    clip, llm = save_clip_and_llm(tmp_path)
+    everything = write_llava_json(tmp_path / "data", n=30)
+    records = json.loads(everything.read_text())
+    train, held_out = tmp_path / "data" / "train.json", tmp_path / "data" / "eval.json"
+    train.write_text(json.dumps(records[:24]))
+    held_out.write_text(json.dumps(records[24:]))  # unseen images and answers
+    common = {"image_root": str(train.parent), "eval_path": str(held_out), "max_length": 128}
+    optim = {"per_device_train_batch_size": 4, "num_train_epochs": 3, "logging_steps": 2, "save_steps": 100,
+             "eval_steps": 100, "seed": 0}
+    hr = {"num_hr_latents": 8, "resampler_heads": 2, "resampler_head_dim": 16}
+    stages = [
+        {"stage": 1, "model": {"vision_path": str(clip), "llm_path": str(llm), "config_overrides": hr},
+         "trainable": ["projector", "resampler"], "optim": {**optim, "learning_rate": 2e-3}, "data": {}},
+        {"stage": 2, "trainable": ["projector", "resampler", "llm"], "optim": {**optim, "learning_rate": 1e-3},
+         "data": {}},
+        {"stage": 3, "trainable": ["projector", "resampler", "hc_head", "eac_temperature", "llm"],
+         "optim": {**optim, "learning_rate": 1e-3}, "data": {"entities": True, "hierarchical_labels": True},
+         "model_overrides": {"hc_loss_weight": 1.0, "eac_loss_weight": 1.0}},
+    ]
+    previous, summaries = None, []
+    for s in stages:
+        model = s.get("model") or {"checkpoint": str(previous), "config_overrides": s.get("model_overrides", {})}
+        cfg = {"stage": s["stage"], "output_dir": str(tmp_path / f"stage{s['stage']}"), "model": model,
+               "data": {"path": str(train), **common, **s["data"]}, "trainable": s["trainable"],
+               "optim": s["optim"]}
+        summary = run(from_dict(TrainConfig, cfg))
+        summaries.append(summary)
+        previous = tmp_path / f"stage{s['stage']}"
+        print(f"stage {s['stage']}: eval loss {summary['eval_loss_start']:.4f} -> {summary['eval_loss_end']:.4f}, "
+              f"train loss {summary['train_loss_first']:.4f} -> {summary['train_loss_last']:.4f}, "
+              f"{summary['wall_s']} s")
+    for s in summaries:
+        assert s["eval_loss_end"] < s["eval_loss_start"]
+    logs = json.loads((tmp_path / "stage3" / "trainer_state.json").read_text())["log_history"]
+    assert all({"loss_lm", "loss_hc", "loss_eac"} <= set(e) for e in logs if "loss" in e)

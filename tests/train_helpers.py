@@ -130,3 +130,23 @@ def stage3_config(root: Path, checkpoint: Path, data: Path, **optim) -> dict:
         "optim": {"per_device_train_batch_size": 2, "learning_rate": 1e-3, "logging_steps": 1,
                   "save_steps": 2, "max_steps": 4, "seed": 0, **optim},
     }
+
+
+def save_clip_and_llm(root: Path, image_size: int = 32) -> tuple[Path, Path]:
+    """A tiny CLIP vision tower (+ image processor) and a tiny Llama (+ tokenizer): stage 1's inputs."""
+    import torch
+    from transformers import CLIPVisionModel, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = tiny_tokenizer("llama3")
+    vision = CLIPVisionModel(CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                              num_attention_heads=2, image_size=image_size, patch_size=8))
+    vision.save_pretrained(root / "clip")
+    CLIPImageProcessorPil(size={"shortest_edge": image_size},
+                          crop_size={"height": image_size, "width": image_size}).save_pretrained(root / "clip")
+    llm = LlamaForCausalLM(LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, vocab_size=len(tok),
+                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    llm.save_pretrained(root / "llm")
+    tok.save_pretrained(root / "llm")
+    return root / "clip", root / "llm"

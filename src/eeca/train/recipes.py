@@ -21,6 +21,7 @@ import json
 import logging
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -272,8 +273,11 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         save_only_model=False, disable_tqdm=False, use_cpu=o.use_cpu)
 
 
-def run(cfg: TrainConfig) -> dict[str, Any]:
-    """Train one stage; returns a summary (steps, first/last train and eval losses, wall time)."""
+def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train one stage; returns a summary (steps, first/last train and eval losses, wall time).
+
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (progress hooks, timers).
+    """
     from transformers import set_seed
 
     from eeca.train.trainer import EecaTrainer
@@ -310,7 +314,7 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     trainer = EecaTrainer(
         model=model, args=training_arguments(cfg, eval_ds is not None), train_dataset=train_ds,
         eval_dataset=eval_ds, data_collator=LlavaCollator(tokenizer.pad_token_id), processing_class=processor,
-        callbacks=[_config_callback(text)], mm_learning_rate=cfg.optim.mm_learning_rate,
+        callbacks=[_config_callback(text), *callbacks], mm_learning_rate=cfg.optim.mm_learning_rate,
         group_by_modality_length=cfg.optim.group_by_modality_length)
     resume = latest_checkpoint(cfg.output_dir) if cfg.resume else None
     eval_start = trainer.evaluate()["eval_loss"] if eval_ds is not None and resume is None else None
