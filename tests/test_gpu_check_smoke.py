@@ -36,6 +36,7 @@ def test_smoke_run_writes_every_part_ok(tmp_path):
     p = report["parts"]
     assert p["clip_encode"]["metrics"]["eeca_encode_images"]["images_per_s"] > 0
     assert p["streaming_rank"]["metrics"]["rows_run"] == p["streaming_rank"]["metrics"]["rows_target"]
+    assert p["streaming_rank"]["metrics"]["scores_rows_run"] == p["streaming_rank"]["metrics"]["rows_target"]
     assert p["streaming_rank"]["metrics"]["spot_check_ranks_outside_float64_band"] == 0  # ranks match the definition
     for name in ("train_8b_lora", "train_1b_full"):
         m = p[name]["metrics"]

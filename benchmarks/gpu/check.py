@@ -64,7 +64,7 @@ from eeca.config import load_config  # noqa: E402
 from eeca.evaluate.generate import GenerateConfig, build_prompt, generate_batch  # noqa: E402
 from eeca.io import write_json  # noqa: E402
 from eeca.knowledge.encode import encode_images  # noqa: E402
-from eeca.knowledge.rank import streaming_scores  # noqa: E402
+from eeca.knowledge.rank import rsr_from_rank, streaming_ranks, streaming_scores  # noqa: E402
 from eeca.knowledge.score import ScoreConfig  # noqa: E402
 from eeca.model.build import IMAGE_TOKEN, eeca_config_from_parts, processor_for  # noqa: E402
 from eeca.model.modeling_eeca import EecaForConditionalGeneration  # noqa: E402
@@ -305,6 +305,8 @@ def matmul_rate(env: Env, rows: int, cols: int, d: int, dtype: torch.dtype, tf32
 
 
 def part_streaming_rank(env: Env, deadline: float, out: dict) -> None:
+    """``streaming_ranks`` (S, rank; RSR from rank) on N x M x d, then ``streaming_scores`` (+ top-1, what
+    ``eeca score`` writes) when time is left; each on all N when it fits the cap, else on whole blocks."""
     g = env.geo["rank"]
     n, m, d, blk, nblk = g["n"], g["m"], g["d"], g["block"], g["name_block"]
     gen = torch.Generator(device=env.device).manual_seed(0)
@@ -316,51 +318,68 @@ def part_streaming_rank(env: Env, deadline: float, out: dict) -> None:
     names = unit(m)
     images = torch.cat([unit(min(blk * 16, n - s)) for s in range(0, n, blk * 16)])  # [n, d]
     gt = torch.randint(0, m, (n,), generator=torch.Generator().manual_seed(0))
+    out.update(rows_target=n, names=m, dim=d, block_size=blk, name_block_size=nblk)
 
-    def run(rows: int):
+    def ranks(rows: int):  # the paper's S, rank and RSR
+        _s_gt, rank = streaming_ranks(images[:rows], names, gt[:rows], block_size=blk, name_block_size=nblk)
+        return rank, rsr_from_rank(rank, m)
+
+    def scores(rows: int):  # eeca score's pass: S, rank, RSR and top-1
+        r = streaming_scores(images[:rows], names, gt[:rows], block_size=blk, name_block_size=nblk)
+        return r.rank, r.rsr
+
+    def timed(fn, rows: int):
         sync(env)
         t0 = time.perf_counter()
-        r = streaming_scores(images[:rows], names, gt[:rows], block_size=blk, name_block_size=nblk)
+        rank, _ = fn(rows)
         sync(env)
-        return time.perf_counter() - t0, r
+        return time.perf_counter() - t0, rank
 
-    pilot_rows = min(n, blk * 8)
-    run(pilot_rows)  # warm-up (allocator, kernels)
-    t_pilot, _ = run(pilot_rows)
-    out.update(pilot_rows=pilot_rows, pilot_s=round(t_pilot, 3))
-    budget = max(deadline - time.monotonic() - 5.0, 1.0)
-    # run all N when the pilot's per-image time says it fits in 80% of what is left, else a fraction
-    rows = n if t_pilot / pilot_rows * n < 0.8 * budget else max(pilot_rows, int(0.8 * budget * pilot_rows / t_pilot))
-    if rows < n:
-        rows = rows // blk * blk or pilot_rows  # whole blocks, so the rate is not diluted by a ragged last one
-    seconds, result = run(rows)
-    per_image = seconds / rows
+    def fitting_rows(per_image: float, share: float) -> int:
+        """All N when ``share`` of the time left covers them, else the whole blocks that fit."""
+        budget = max(deadline - time.monotonic() - 5.0, 1.0) * share
+        return n if per_image * n <= budget else min(n, max(blk, int(budget / per_image) // blk * blk))
+
+    pilot = min(n, blk * 8)
+    timed(ranks, pilot)  # warm-up (allocator, kernels)
+    t_pilot, _ = timed(ranks, pilot)
+    out.update(pilot_rows=pilot, pilot_s=round(t_pilot, 3))
+    fp32 = matmul_rate(env, blk, nblk, d, torch.float32, tf32=False, reps=50)
+    half = matmul_rate(env, blk, nblk, d, env.dtype, tf32=False, reps=50)
+    out.update({"plain_matmul_fp32_tflops": round(fp32 / 1e12, 3),
+                f"plain_matmul_{str(env.dtype).split('.')[-1]}_tflops": round(half / 1e12, 3),
+                "note": "fp32 products with TF32 off (exact ranks, see eeca.knowledge.rank); "
+                        "projections scale the measured time per image linearly"})
+
+    rows = fitting_rows(t_pilot / pilot, 0.5)  # half the time left: streaming_scores runs after it
+    seconds, rank = timed(ranks, rows)
+    flops = 2.0 * rows * m * d
+    eff = flops / seconds
+    bw_floor = 8.0 * rows * m / env.bandwidth if env.bandwidth else None  # write + read each fp32 similarity once
+    out.update({"shape": f"{rows} x {m} x {d}", "rows_run": rows, "fraction_run": round(rows / n, 4),
+                "seconds": round(seconds, 2), "effective_tflops": round(eff / 1e12, 3),
+                "vs_plain_fp32_matmul": round(eff / fp32, 3), "fp32_peak_fraction": mfu(eff, env.peak_fp32),
+                "matmul_floor_s": round(flops / fp32, 2),
+                "bandwidth_floor_s": None if bw_floor is None else round(bw_floor, 2),
+                "projected_s_target": round(seconds / rows * n, 1),
+                "projected_s_gldv2": round(seconds / rows * g["project_n"], 1), "gldv2_images": g["project_n"]})
+
     # spot check against the definition in float64: a name within 1e-5 of the ground truth's similarity
     # may fall on either side under float32 rounding, so the rank must lie in [lo, hi]
     spot = torch.linspace(0, rows - 1, min(256, rows)).long()  # [s] rows spread over the run
     sims = images[spot.to(env.device)].double() @ names.double().T  # [s, M]
     s_gt = sims[torch.arange(len(spot)), gt[spot].to(env.device)][:, None]  # [s, 1]
     lo = 1 + (sims > s_gt + 1e-5).sum(1).cpu()
-    hi = 1 + (sims > s_gt - 1e-5).sum(1).cpu() - 1  # the ground truth itself is within the band
-    rank = result.rank[spot]
-    outside = int(((rank < lo) | (rank > hi)).sum())
-    flops = 2.0 * rows * m * d
-    fp32 = matmul_rate(env, blk, nblk, d, torch.float32, tf32=False, reps=50)
-    half = matmul_rate(env, blk, nblk, d, env.dtype, tf32=False, reps=50)
-    eff = flops / seconds
-    bw_floor = 8.0 * rows * m / env.bandwidth if env.bandwidth else None  # write + read each fp32 similarity once
-    out.update({"shape": f"{rows} x {m} x {d}", "rows_run": rows, "rows_target": n,
-                "spot_check_rows": len(spot), "spot_check_ranks_outside_float64_band": outside,
-            "fraction_run": round(rows / n, 4), "seconds": round(seconds, 2),
-            "effective_tflops": round(eff / 1e12, 3),
-            "plain_matmul_fp32_tflops": round(fp32 / 1e12, 3),
-            f"plain_matmul_{str(env.dtype).split('.')[-1]}_tflops": round(half / 1e12, 3),
-            "vs_plain_fp32_matmul": round(eff / fp32, 3),
-            "fp32_peak_fraction": mfu(eff, env.peak_fp32),
-            "matmul_floor_s": round(flops / fp32, 2), "bandwidth_floor_s": None if bw_floor is None else round(bw_floor, 2),
-            "projected_s_target": round(per_image * n, 1),
-            "projected_s_gldv2": round(per_image * g["project_n"], 1), "gldv2_images": g["project_n"],
-            "note": "fp32 products with TF32 off (exact ranks, see eeca.knowledge.rank); projections scale linearly in images"})
+    hi = (sims > s_gt - 1e-5).sum(1).cpu()  # 1 + count - 1: the ground truth itself is in the band
+    outside = int(((rank[spot] < lo) | (rank[spot] > hi)).sum())
+    out.update(spot_check_rows=len(spot), spot_check_ranks_outside_float64_band=outside)
+    del sims
+
+    rows_s = fitting_rows(seconds / rows, 0.8)
+    seconds_s, _ = timed(scores, rows_s)
+    out.update({"scores_rows_run": rows_s, "scores_seconds": round(seconds_s, 2),
+                "scores_effective_tflops": round(2.0 * rows_s * m * d / seconds_s / 1e12, 3),
+                "scores_projected_s_gldv2": round(seconds_s / rows_s * g["project_n"], 1)})
 
 
 # ---- 3. stage-3 training step -----------------------------------------------------------------------
@@ -580,7 +599,9 @@ def headline(name: str, m: dict) -> str:
     if name == "streaming_rank":
         return (f"{m['shape']} in {m['seconds']} s = {m['effective_tflops']} TFLOP/s "
                 f"({m['vs_plain_fp32_matmul']:.0%} of plain fp32 matmul {m['plain_matmul_fp32_tflops']}); "
-                f"{m['rows_target']} -> {m['projected_s_target']} s, {m['gldv2_images']} -> {m['projected_s_gldv2']} s")
+                f"{m['rows_target']} -> {m['projected_s_target']} s, {m['gldv2_images']} -> {m['projected_s_gldv2']} s; "
+                f"with top-1 (eeca score) {m['scores_effective_tflops']} TFLOP/s, {m['gldv2_images']} -> "
+                f"{m['scores_projected_s_gldv2']} s")
     if name.startswith("train"):
         return (f"batch {m['batch_size']} x {m['seq_len']} tok: {m['tokens_per_s']} tok/s, {m['step_s']} s/step, "
                 f"MFU {pct(m['mfu'])}, losses {','.join(m['loss_terms_logged'])}")
