@@ -41,10 +41,6 @@ COMMANDS: dict[str, str] = {
     "knowledge analyze": "eeca.knowledge.analysis:analyze_command",
     "train": "eeca.train.recipes:train_command",
     "merge-lora": "eeca.train.lora:merge_lora_command",
-    "model summary": "eeca.model.spec:summary_command",
-    "generate": "eeca.evaluate.generate:generate_command",
-    "judge": "eeca.evaluate.judge:judge_command",
-    "metrics": "eeca.evaluate.metrics:metrics_command",
 }
 
 
