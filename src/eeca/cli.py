@@ -101,10 +101,11 @@ def _overview(prefix: str | None = None) -> str:
 def _summary(target: str) -> str:
     """First docstring line of a verb without importing its module (read from the source)."""
     module, _, name = target.partition(":")
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
+    # resolved by path: find_spec would import the parent packages (eeca.model imports transformers)
+    path = Path(__file__).parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    if not path.exists():
         return ""
-    src = Path(spec.origin).read_text(encoding="utf-8")
+    src = path.read_text(encoding="utf-8")
     m = re.search(rf'def {name}\([^)]*\)[^:]*:\s*"""(.+)', src, flags=re.S)
     return m.group(1).strip().splitlines()[0] if m else ""
 
