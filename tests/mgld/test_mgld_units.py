@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from eeca.cli import main
-from eeca.mgld.client import FatalChatError, normalize_base_url, resolve_api_key
+from eeca.llm_client import FatalChatError, normalize_base_url, resolve_api_key
 from eeca.mgld.questions import load_questions, pick_question
 from eeca.mgld.split import split_by_landmark
 from eeca.mgld.tasks import load_task
