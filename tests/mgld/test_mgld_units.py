@@ -1,4 +1,4 @@
-"""Question set, prompts and reply parsing, the train/test split, base urls and the validator."""
+"""Question set, prompts and reply parsing, the train/test split and the validator."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from eeca.cli import main
-from eeca.llm_client import FatalChatError, normalize_base_url, resolve_api_key
 from eeca.mgld.questions import load_questions, pick_question
 from eeca.mgld.split import split_by_landmark
 from eeca.mgld.tasks import load_task
@@ -98,28 +97,6 @@ def test_split_is_disjoint_by_landmark_sized_and_order_independent():
     assert test_lms and not test_lms & train_lms and 20 <= len(test) < 24
     with pytest.raises(ValueError, match="leaves none of the 1000 for training"):
         split_by_landmark(one_each, test_count=1000)
-
-
-@pytest.mark.parametrize("url, expected", [
-    (None, "https://api.openai.com/v1"),
-    ("http://localhost:11434", "http://localhost:11434/v1"),
-    ("http://localhost:11434/", "http://localhost:11434/v1"),
-    ("localhost:8000", "http://localhost:8000/v1"),
-    ("http://gpu1:8000/v1/", "http://gpu1:8000/v1"),
-    ("http://gpu1:8000/v1/chat/completions", "http://gpu1:8000/v1"),
-    ("https://example.org/openai/v1", "https://example.org/openai/v1"),
-])
-def test_base_url_normalisation(url, expected):
-    assert normalize_base_url(url) == expected
-
-
-def test_api_key_only_from_environment(monkeypatch):
-    monkeypatch.delenv("EECA_TEST_KEY", raising=False)
-    assert resolve_api_key("http://localhost:8000/v1", "EECA_TEST_KEY") == "no-key-needed"
-    with pytest.raises(FatalChatError, match="set the environment variable EECA_TEST_KEY"):
-        resolve_api_key("https://api.openai.com/v1", "EECA_TEST_KEY")
-    monkeypatch.setenv("EECA_TEST_KEY", "sk-123")
-    assert resolve_api_key("https://api.openai.com/v1", "EECA_TEST_KEY") == "sk-123"
 
 
 def _record(i, **over):
