@@ -1,4 +1,4 @@
-"""Question set, prompts and reply parsing, the train/test split and the validator."""
+"""Question set, entity prompt, prompts and reply parsing, the train/test split and the validator."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from eeca.cli import main
-from eeca.mgld.questions import load_questions, pick_question
+from eeca.mgld.questions import entity_prompt, load_questions, pick_question
 from eeca.mgld.split import split_by_landmark
 from eeca.mgld.tasks import load_task
 from eeca.mgld.validate import validate_records
@@ -32,6 +32,13 @@ def test_question_file_errors_name_file_and_line(tmp_path):
     p.write_text("# only a comment\n")
     with pytest.raises(ValueError, match="no questions"):
         load_questions(p)
+
+
+def test_entity_prompt_puts_the_entities_after_the_question():
+    question = "<image>\nWhat is the location shown in the image?"
+    assert entity_prompt(question, ["red brick facade", "clock face"]) == (
+        "<image>\nWhat is the location shown in the image?\nEntities in the image: red brick facade, clock face.")
+    assert entity_prompt("Where?", ["spire"]) == "Where?\nEntities in the image: spire."
 
 
 def test_prompts_fill_and_reject_wrong_placeholders(tmp_path):
