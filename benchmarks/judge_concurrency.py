@@ -35,7 +35,7 @@ def main() -> None:
             t0 = time.perf_counter()
             result = run_judge(cfg, tmp / f"out{workers}")
             seconds[workers] = time.perf_counter() - t0
-            assert result["summary"]["requests"] == N and result["metrics"]["n"] == N
+            assert result["summary"]["requests"] == N + 1 and result["metrics"]["n"] == N  # + the health check
     print(f"{N} questions, server latency {LATENCY * 1000:.0f} ms")
     print(f"sequential (1 worker):  {seconds[1]:.2f} s")
     print(f"concurrent ({CONCURRENCY} workers): {seconds[CONCURRENCY]:.2f} s")

@@ -2,7 +2,7 @@
 
 Serves ``GET /v1/models`` and ``POST /v1/chat/completions`` from a thread. What it answers for a
 question is read from the ground-truth name in the prompt, which carries directives:
-``lvl=<level key>`` (the verdict to return), ``429x<n>`` / ``500x<n>`` (fail the first n attempts),
+``lvl=<level key>`` (the verdict to return), ``401x<n>`` / ``429x<n>`` / ``500x<n>`` (fail the first n attempts),
 ``timeoutx<n>`` (stall past the client's timeout the first n attempts), ``malformed``, ``offlabel``
 and ``always500``. With ``healthy = True`` every directive but ``lvl=`` is ignored. Every request is
 counted server-side (``requests``: path -> count, ``bodies``: the completion request bodies).
@@ -62,7 +62,7 @@ class FakeOpenAI:
                 level = re.search(r"lvl=(\w+)", name)
                 content = json.dumps({"level": LABELS[level.group(1)] if level else "Unknown", "explanation": "ok"})
                 if not fake.healthy:
-                    fail = re.search(r"(429|500|timeout)x(\d)", name)
+                    fail = re.search(r"(401|429|500|timeout)x(\d)", name)
                     if fail and attempt <= int(fail.group(2)):
                         if fail.group(1) == "timeout":
                             time.sleep(fake.stall)

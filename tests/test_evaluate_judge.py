@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 from sklearn.metrics import cohen_kappa_score, confusion_matrix
 
-from eeca.config import from_dict
+from eeca.cli import main
+from eeca.config import from_dict, to_dict
 from eeca.evaluate.judge import (
     GroundTruth,
     JudgeConfig,
-    normalise_base_url,
     parse_verdict,
     rule_verdict,
     run_judge,
@@ -19,6 +19,7 @@ from eeca.evaluate.judge import (
 from eeca.evaluate.levels import LEVELS
 from eeca.evaluate.metrics import agreement, compute_metrics
 from eeca.io import read_json, read_jsonl
+from eeca.llm_client import FatalChatError
 from fake_openai import FakeOpenAI
 
 # ---- data -----------------------------------------------------------------------------------------
@@ -74,7 +75,7 @@ def test_faults_never_invent_a_verdict_and_reruns_ask_only_what_is_missing(tmp_p
         assert body["temperature"] == 0 and body["model"] == "judge-model"
         schema = body["response_format"]["json_schema"]["schema"]
         assert schema["properties"]["level"]["enum"] == ["Strongly Known", "Known", "Weakly Unknown", "Unknown"]
-        assert set(server.auth) == {"Bearer not-needed"}  # a local server gets a dummy key
+        assert set(server.auth) == {"Bearer no-key-needed"}  # a local server gets a dummy key
 
         server.healthy = True
         before = dict(server.attempts)
@@ -103,16 +104,30 @@ def test_key_comes_from_the_environment_and_never_reaches_the_outputs(tmp_path, 
 
 def test_health_check_fails_before_any_completion(tmp_path):
     with FakeOpenAI(model="other-model") as server:
-        with pytest.raises(RuntimeError, match="does not serve 'judge-model'"):
+        with pytest.raises(FatalChatError, match="does not serve model 'judge-model'"):
             run_judge(llm_cfg(tmp_path, server.url), tmp_path / "out")
         assert server.completions == 0
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with pytest.raises(RuntimeError, match="not answering"):
+    with pytest.raises(FatalChatError, match="health check failed: connection error"):
         run_judge(llm_cfg(tmp_path, f"http://127.0.0.1:{port}", max_retries=0), tmp_path / "out")
-    with pytest.raises(ValueError, match="OPENAI_TEST_NOPE"):
+    with pytest.raises(FatalChatError, match="OPENAI_TEST_NOPE"):
         run_judge(llm_cfg(tmp_path, None, api_key_env="OPENAI_TEST_NOPE"), tmp_path / "out")
+
+
+def test_a_rejected_key_stops_the_run_instead_of_failing_every_question(tmp_path, capsys):
+    with FakeOpenAI() as server:
+        cfg = llm_cfg(tmp_path, server.url, max_concurrency=1)
+        write_inputs(tmp_path, {"a": "Alpha 401x9 lvl=known", "b": "Bravo lvl=known"})
+        with pytest.raises(FatalChatError, match="HTTP 401"):
+            run_judge(cfg, tmp_path / "out")
+        assert server.attempts["Alpha 401x9 lvl=known"] == 1  # not retried
+        assert not (tmp_path / "out" / "judgments.jsonl").exists()
+        yaml = tmp_path / "judge.yaml"
+        yaml.write_text("".join(f"{k}: {v}\n" for k, v in to_dict(cfg).items() if v is not None))
+        assert main(["judge", str(yaml), str(tmp_path / "out")]) == 2
+    assert "eeca judge: stopped: " in capsys.readouterr().out
 
 
 def test_without_structured_output_the_reply_is_parsed_strictly(tmp_path):
@@ -124,11 +139,6 @@ def test_without_structured_output_the_reply_is_parsed_strictly(tmp_path):
     for bad in ("", "Known", '{"level": "known"}', '{"verdict": "Known"}', '["Known"]', '{"level": "Partially Known"}'):
         with pytest.raises(ValueError):
             parse_verdict(bad)
-
-
-def test_base_urls_are_normalised_to_v1():
-    for url in ("http://h:8000", "http://h:8000/", "http://h:8000/v1", "http://h:8000/v1/"):
-        assert normalise_base_url(url) == "http://h:8000/v1"
 
 
 # ---- the rule judge: App. C.2's windmill example in our words -----------------------------------

@@ -8,8 +8,8 @@ from mgld_world import make_world, write_config
 
 from eeca.cli import main
 from eeca.config import from_dict
+from eeca.llm_client import FatalChatError
 from eeca.mgld.annotators import AnnotatorConfig, OpenAIAnnotator, Request
-from eeca.mgld.client import FatalChatError
 from eeca.mgld.stages import MgldConfig, run_stage2
 from eeca.mgld.tasks import load_task
 from eeca.mgld.validate import validate_records

@@ -1,4 +1,4 @@
-"""Question set, prompts and reply parsing, the train/test split, base urls and the validator."""
+"""Question set, entity prompt, prompts and reply parsing, the train/test split and the validator."""
 
 import json
 from pathlib import Path
@@ -6,8 +6,7 @@ from pathlib import Path
 import pytest
 
 from eeca.cli import main
-from eeca.mgld.client import FatalChatError, normalize_base_url, resolve_api_key
-from eeca.mgld.questions import load_questions, pick_question
+from eeca.mgld.questions import entity_prompt, load_questions, pick_question
 from eeca.mgld.split import split_by_landmark
 from eeca.mgld.tasks import load_task
 from eeca.mgld.validate import validate_records
@@ -33,6 +32,13 @@ def test_question_file_errors_name_file_and_line(tmp_path):
     p.write_text("# only a comment\n")
     with pytest.raises(ValueError, match="no questions"):
         load_questions(p)
+
+
+def test_entity_prompt_puts_the_entities_after_the_question():
+    question = "<image>\nWhat is the location shown in the image?"
+    assert entity_prompt(question, ["red brick facade", "clock face"]) == (
+        "<image>\nWhat is the location shown in the image?\nEntities in the image: red brick facade, clock face.")
+    assert entity_prompt("Where?", ["spire"]) == "Where?\nEntities in the image: spire."
 
 
 def test_prompts_fill_and_reject_wrong_placeholders(tmp_path):
@@ -98,28 +104,6 @@ def test_split_is_disjoint_by_landmark_sized_and_order_independent():
     assert test_lms and not test_lms & train_lms and 20 <= len(test) < 24
     with pytest.raises(ValueError, match="leaves none of the 1000 for training"):
         split_by_landmark(one_each, test_count=1000)
-
-
-@pytest.mark.parametrize("url, expected", [
-    (None, "https://api.openai.com/v1"),
-    ("http://localhost:11434", "http://localhost:11434/v1"),
-    ("http://localhost:11434/", "http://localhost:11434/v1"),
-    ("localhost:8000", "http://localhost:8000/v1"),
-    ("http://gpu1:8000/v1/", "http://gpu1:8000/v1"),
-    ("http://gpu1:8000/v1/chat/completions", "http://gpu1:8000/v1"),
-    ("https://example.org/openai/v1", "https://example.org/openai/v1"),
-])
-def test_base_url_normalisation(url, expected):
-    assert normalize_base_url(url) == expected
-
-
-def test_api_key_only_from_environment(monkeypatch):
-    monkeypatch.delenv("EECA_TEST_KEY", raising=False)
-    assert resolve_api_key("http://localhost:8000/v1", "EECA_TEST_KEY") == "no-key-needed"
-    with pytest.raises(FatalChatError, match="set the environment variable EECA_TEST_KEY"):
-        resolve_api_key("https://api.openai.com/v1", "EECA_TEST_KEY")
-    monkeypatch.setenv("EECA_TEST_KEY", "sk-123")
-    assert resolve_api_key("https://api.openai.com/v1", "EECA_TEST_KEY") == "sk-123"
 
 
 def _record(i, **over):

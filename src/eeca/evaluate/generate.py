@@ -48,11 +48,10 @@ from tqdm import tqdm
 
 from eeca.config import load_config, to_dict
 from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, write_json
+from eeca.mgld.questions import ENTITY_PROMPT, entity_prompt
 
 # Bumped whenever a change here changes which tokens a given seed produces.
 SAMPLER_VERSION = "gumbel-per-row-v1"
-# Paper Table 2, "Entity Prompt": the record's entities are appended to the question.
-ENTITY_PROMPT = "{question}\nEntities in the image: {entities}."
 
 
 @dataclass(frozen=True)
@@ -224,11 +223,11 @@ def load_test_records(path: Path) -> list[dict]:
     return data
 
 
-def human_turn(rec: dict, entity_prompt: bool) -> str:
+def human_turn(rec: dict, with_entities: bool) -> str:
     """The user turn sent to the model: the record's question, with its entities if asked for."""
     value = rec["conversations"][0]["value"]
-    if entity_prompt:
-        value = ENTITY_PROMPT.format(question=value, entities=", ".join(rec.get("entities") or []))
+    if with_entities:
+        value = entity_prompt(value, rec.get("entities") or [])
     return value
 
 

@@ -5,13 +5,15 @@ four levels: Strongly Known, Known, Weakly Unknown, Unknown (App. C.1 also calls
 "Partially Known"; we use the name of section 3.1). Two judges:
 
 * ``llm``: any OpenAI-compatible chat server (OpenAI's GPT-4o as in the paper; vLLM; Ollama)
-  through the official ``openai`` client. The instructions, level definitions and one worked
+  through :class:`eeca.llm_client.ChatClient` (base url normalised to ``/v1``, key from the
+  environment or a dummy one for local servers, ``/v1/models`` checked before the first request,
+  401/403/404 stop the run, request and token counts). The instructions, level definitions and one worked
   example per level are in ``prompts/judge_v1.txt`` (versioned: a changed prompt is a new cache
   key). Temperature 0. The answer is forced to the four labels with a JSON schema where the server
   supports structured output (``structured: json_schema``) and parsed strictly otherwise: anything
   but a JSON object whose ``level`` is one of the four labels is a failure. The client retries
-  429, 5xx, connection errors and timeouts with exponential backoff and jitter (``max_retries``,
-  honouring Retry-After). A failure is recorded with status ``failed``: it is counted, never
+  408/409/429, 5xx, connection errors and timeouts with exponential backoff and jitter
+  (``max_retries``, honouring Retry-After). A failure is recorded with status ``failed``: it is counted, never
   guessed, never scored as Unknown, and judged again on the next run. Verdicts are cached in a
   JSONL keyed by sha256(judge model, prompt version, id, the k answers, the ground truth), so a
   rerun, or a second output folder over the same answers, sends no request for a known verdict.
@@ -19,19 +21,19 @@ four levels: Strongly Known, Known, Weakly Unknown, Unknown (App. C.1 also calls
   judge (see :func:`rule_verdict` for the thresholds).
 
 Writes ``judgments.jsonl`` (DESIGN section 3: id, level, judge, explanation, status, cache_key),
-``metrics.json`` (``eeca.evaluate.metrics``) and ``judge_summary.json`` (requests, tokens, cost).
+``metrics.json`` (``eeca.evaluate.metrics``) and ``judge_summary.json`` (HTTP requests and retries,
+cache hits, failures, tokens, cost).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +44,7 @@ from eeca.config import load_config
 from eeca.evaluate.levels import LABEL_TO_LEVEL, LEVEL_TO_LABEL, LEVELS
 from eeca.evaluate.metrics import compute_metrics
 from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, write_json
+from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,6 @@ class Verdict:
     level: str | None
     status: Literal["ok", "failed"]
     explanation: str
-    usage: dict = field(default_factory=dict)
 
 
 def load_ground_truth(test_json: Path, truth: Path | None) -> dict[str, GroundTruth]:
@@ -185,12 +187,6 @@ def load_prompt(name: str) -> tuple[str, str, str]:
     return system.strip(), user.strip(), f"{name}:{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
-def normalise_base_url(url: str) -> str:
-    """``http://host:port``, ``.../`` and ``.../v1/`` all become ``.../v1`` (vLLM and Ollama serve there)."""
-    url = url.rstrip("/")
-    return url if url.endswith("/v1") else url + "/v1"
-
-
 VERDICT_SCHEMA = {
     "type": "object",
     "properties": {"level": {"type": "string", "enum": [LEVEL_TO_LABEL[lv] for lv in LEVELS]},
@@ -222,29 +218,11 @@ class LlmJudge:
     """The OpenAI-compatible judge; one instance per run, shared by the worker threads."""
 
     def __init__(self, cfg: JudgeConfig):
-        import openai
-
         self.cfg = cfg
         self.system, self.user_template, self.prompt_version = load_prompt(cfg.prompt)
         self.id = f"{cfg.model}+{self.prompt_version}"
-        key = os.environ.get(cfg.api_key_env)
-        if cfg.base_url is None and not key:
-            raise ValueError(f"the OpenAI API needs a key in the environment variable {cfg.api_key_env}")
-        # Local servers (vLLM, Ollama) ignore the key, but the client insists on one.
-        self.client = openai.OpenAI(api_key=key or "not-needed",
-                                    base_url=normalise_base_url(cfg.base_url) if cfg.base_url else None,
-                                    max_retries=cfg.max_retries, timeout=cfg.timeout_s)
-        self._errors = (openai.APIError, openai.APIConnectionError, openai.APITimeoutError)
-
-    def health_check(self) -> None:
-        """Fail before the run if the server is down or does not serve the configured model."""
-        try:
-            served = [m.id for m in self.client.models.list()]
-        except self._errors as e:
-            raise RuntimeError(f"judge server {self.client.base_url} is not answering /models: {e}") from None
-        if served and self.cfg.model not in served:
-            raise RuntimeError(f"judge server {self.client.base_url} does not serve {self.cfg.model!r}; "
-                               f"it serves {served[:10]}")
+        self.client = ChatClient(cfg.model, cfg.base_url, cfg.api_key_env, timeout_s=cfg.timeout_s,
+                                 max_retries=cfg.max_retries)
 
     def messages(self, responses: list[str], truth: GroundTruth) -> list[dict]:
         numbered = "\n".join(f"Response {i + 1}: {r}" for i, r in enumerate(responses))
@@ -259,22 +237,17 @@ class LlmJudge:
             kwargs["response_format"] = {"type": "json_schema",
                                          "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA}}
         try:
-            reply = self.client.chat.completions.create(model=self.cfg.model, messages=self.messages(responses, truth),
-                                                        temperature=0, max_tokens=self.cfg.max_tokens, **kwargs)
-        except self._errors as e:
-            return Verdict(None, "failed", f"request failed after retries: {type(e).__name__}: {e}")
-        usage = {"prompt_tokens": reply.usage.prompt_tokens, "completion_tokens": reply.usage.completion_tokens} \
-            if reply.usage else {}
-        if not reply.choices:
-            return Verdict(None, "failed", "reply without choices", usage)
-        choice = reply.choices[0]
-        if choice.finish_reason == "length":
-            return Verdict(None, "failed", "reply cut at max_tokens", usage)
+            reply = self.client.chat(self.messages(responses, truth), temperature=0,
+                                     max_tokens=self.cfg.max_tokens, **kwargs)
+        except ChatError as e:
+            return Verdict(None, "failed", f"request failed: {e}")
+        if reply.finish_reason == "length":
+            return Verdict(None, "failed", "reply cut at max_tokens")
         try:
-            level, explanation = parse_verdict(choice.message.content)
+            level, explanation = parse_verdict(reply.text)
         except ValueError as e:
-            return Verdict(None, "failed", f"unparseable reply: {e}", usage)
-        return Verdict(level, "ok", explanation, usage)
+            return Verdict(None, "failed", f"unparseable reply: {e}")
+        return Verdict(level, "ok", explanation)
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -297,8 +270,7 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
     judge_id = llm.id if llm else f"rule:v1:strong_min={cfg.rule_strong_min}:category_hint={cfg.rule_category_is_hint}"
     keys = {str(g["id"]): cache_key(judge_id, str(g["id"]), g["responses"], truths[str(g["id"])]) for g in gens}
     verdicts: dict[str, Verdict] = {}
-    usage = {"prompt_tokens": 0, "completion_tokens": 0}
-    n_requests = n_cached = 0
+    usage = llm.client.usage if llm else Usage()
     t0 = time.perf_counter()
     if llm is None:
         for g in tqdm(gens, desc="judge (rule)", unit="q"):
@@ -310,23 +282,23 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
             for g in gens:
                 hit = cache.get(keys[str(g["id"])])
                 if hit is not None:
-                    n_cached += 1
+                    usage.add(cached=1)
                     verdicts[str(g["id"])] = Verdict(hit["level"], "ok", hit["explanation"])
                 else:
                     todo.append(g)
             if todo:
-                llm.health_check()
-            with ThreadPoolExecutor(max_workers=cfg.max_concurrency) as pool:
+                llm.client.health_check()
+            pool = ThreadPoolExecutor(max_workers=cfg.max_concurrency)
+            try:
                 futures = {pool.submit(llm, g["responses"], truths[str(g["id"])]): str(g["id"]) for g in todo}
                 for fut in tqdm(as_completed(futures), total=len(futures), desc=f"judge ({cfg.model})", unit="q"):
-                    rid, v = futures[fut], fut.result()
-                    n_requests += 1
-                    for name in usage:
-                        usage[name] += v.usage.get(name, 0)
+                    rid, v = futures[fut], fut.result()  # a FatalChatError (bad key, model gone) ends the run
                     verdicts[rid] = v
                     if v.status == "ok":  # only real verdicts are cached; failures are asked again next run
                         cache.append({"cache_key": keys[rid], "id": rid, "judge": judge_id, "level": v.level,
                                       "explanation": v.explanation})
+            finally:  # after a fatal error, questions not yet sent are not sent
+                pool.shutdown(wait=True, cancel_futures=True)
     rows = [{"id": str(g["id"]), "level": verdicts[str(g["id"])].level, "judge": judge_id,
              "explanation": verdicts[str(g["id"])].explanation, "status": verdicts[str(g["id"])].status,
              "cache_key": keys[str(g["id"])]} for g in gens]
@@ -334,10 +306,11 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
     metrics = compute_metrics(rows, bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
     metrics["judge"] = judge_id
     write_json(out / "metrics.json", metrics)
-    cost = (usage["prompt_tokens"] * cfg.price_input_per_mtok + usage["completion_tokens"] * cfg.price_output_per_mtok) / 1e6
+    counts = usage.as_dict()
     summary = {"judge": judge_id, "n": len(rows), "test_questions_without_generation": len(truths) - len(rows),
-               "requests": n_requests, "cached": n_cached,
-               "failed": metrics["n_failed"], **usage, "cost_usd": round(cost, 4) if llm else 0.0,
+               **{name: counts[name] for name in ("requests", "retries", "cached", "prompt_tokens", "completion_tokens")},
+               "failed": metrics["n_failed"],
+               "cost_usd": round(usage.cost(cfg.price_input_per_mtok, cfg.price_output_per_mtok), 4),
                "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "judge_summary.json", summary)
     return {"summary": summary, "metrics": metrics}
@@ -355,9 +328,13 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
     """
     extra = list(overrides) + ([f"judge={judge}"] if judge else [])
     cfg = load_config(JudgeConfig, config, extra)
-    result = run_judge(cfg, Path(out))
+    try:
+        result = run_judge(cfg, Path(out))
+    except FatalChatError as e:
+        print(f"eeca judge: stopped: {e} (verdicts given so far are cached; rerun to continue)")
+        return 2
     s, m = result["summary"], result["metrics"]
-    print(f"judge: {s['judge']}: {m['n']} judged, {m['n_failed']} failed (rerun to retry), {s['requests']} requests, "
+    print(f"judge: {s['judge']}: {m['n']} judged, {m['n_failed']} failed (rerun to retry), {s['requests']} requests ({s['retries']} retries), "
           f"{s['cached']} from cache, {s['prompt_tokens']}+{s['completion_tokens']} tokens, ${s['cost_usd']}, "
           f"{s['test_questions_without_generation']} test questions without generation; "
           f"accuracy {m['accuracy']:.2f}% [{m['acc_ci_low']:.2f}, {m['acc_ci_high']:.2f}] "

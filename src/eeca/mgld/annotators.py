@@ -5,7 +5,7 @@ completion order, each ``ok`` with a schema-valid reply or ``failed`` with its r
 dropped and nothing is guessed. Backends:
 
 * ``openai``: any OpenAI-compatible server (GPT-4o as in the paper, vLLM, Ollama) through
-  :class:`eeca.mgld.client.ChatClient`; the image goes as a base64 data url; a thread pool bounds
+  :class:`eeca.llm_client.ChatClient`; the image goes as a base64 data url; a thread pool bounds
   the requests in flight.
 * ``hf``: a local llava-hf style checkpoint (processor + image-text-to-text model) through
   transformers, batched with left padding, greedy decoding.
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Literal
 
 from eeca.io import JsonlStore
-from eeca.mgld.client import ChatClient, ChatError, Usage
+from eeca.llm_client import ChatClient, ChatError, Usage
 from eeca.mgld.tasks import Task
 
 REASK = ("Your previous reply could not be used ({reason}). Reply again with only the JSON object "

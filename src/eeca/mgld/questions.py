@@ -5,6 +5,10 @@ the image?" and its paraphrases) for every selected image. The set lives in a ve
 (``data/questions_v1.txt``, one question per line, ``#`` comments); the choice for a sample is a
 function of ``(seed, sample id)`` only, so it does not depend on the order in which samples are
 processed, on how many there are, or on a resumed run.
+
+The "Entity Prompt" baseline of paper Table 2 appends the image's entities to the question; its
+wording lives here too (:func:`entity_prompt`), so that the prompt at inference
+(``eeca.evaluate``) and at training (``eeca.train``) is the same string.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ from importlib import resources
 from pathlib import Path
 
 DEFAULT_QUESTIONS = "questions_v1"
+# Changing this wording changes every entity-prompt generation: it is part of their config hash.
+ENTITY_PROMPT = "{question}\nEntities in the image: {entities}."
 
 
 def load_questions(path: str | Path | None = None) -> list[str]:
@@ -47,3 +53,8 @@ def pick_question(questions: list[str], seed: int, sample_id: str) -> str:
     """The question for ``sample_id``: uniform over ``questions``, fixed by ``(seed, sample_id)``."""
     digest = hashlib.sha256(f"mgld-question:{seed}:{sample_id}".encode()).digest()
     return questions[int.from_bytes(digest[:8], "big") % len(questions)]
+
+
+def entity_prompt(question: str, entities: list[str]) -> str:
+    """``question`` followed by the image's entities (the Entity Prompt baseline of paper Table 2)."""
+    return ENTITY_PROMPT.format(question=question, entities=", ".join(entities))

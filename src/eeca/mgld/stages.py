@@ -43,8 +43,8 @@ from tqdm import tqdm
 
 from eeca.config import load_config, to_dict
 from eeca.io import JsonlStore, atomic_write, read_jsonl, read_parquet, write_json, write_parquet
+from eeca.llm_client import FatalChatError
 from eeca.mgld.annotators import AnnotatorConfig, Request, build_annotator
-from eeca.mgld.client import FatalChatError
 from eeca.mgld.questions import load_questions, pick_question
 from eeca.mgld.split import split_by_landmark
 from eeca.mgld.tasks import Task, load_task

@@ -1,7 +1,11 @@
-"""An OpenAI-compatible chat client for annotation at scale: GPT-4o, vLLM, Ollama (paper App. B.3).
+"""The OpenAI-compatible chat client of every LLM call: MGLD annotation (paper 3.1, App. B.3) and
+the four-level judge (paper 3.1, App. C). GPT-4o as in the paper, or a vLLM / Ollama server.
 
-Built on the official ``openai`` client (the ``annotate`` extra) and adding what a 200k-request
-run needs (see the judge items in LESSONS, which hold for annotators too):
+It sits at the package top level beside ``eeca.io`` because both ``eeca.mgld`` (the annotators)
+and ``eeca.evaluate`` (the judge) use it, and imports flow one way (``config, io`` -> ``mgld``
+-> ``evaluate``); it imports only the standard library, and ``openai`` (the ``annotate`` extra)
+lazily, when a client is made. Built on the official ``openai`` client, adding what a run of
+200k requests needs (the judge items in LESSONS hold for annotators too):
 
 * :func:`normalize_base_url`: ``http://host:11434`` -> ``http://host:11434/v1``; a pasted
   endpoint (``.../v1/chat/completions``) is cut back to its API root.
@@ -14,7 +18,9 @@ run needs (see the judge items in LESSONS, which hold for annotators too):
   exponential backoff and jitter, honouring ``Retry-After``. The official client retries too, but
   with fixed module-level delays (0.5 s doubling to 8 s) that cannot be set per run and without
   telling the caller how often it retried; so its own retries are off (``max_retries=0``) and the
-  policy lives here, configurable and counted.
+  policy lives here, configurable and counted. 401/403/404 raise :class:`FatalChatError` (no
+  request can succeed: stop the run); any other failure raises :class:`ChatError` (this sample
+  failed: record it, never guess).
 * :class:`Usage`: thread-safe request / retry / token counters and the cost they imply.
 """
 
@@ -91,7 +97,11 @@ class Usage:
 
 @dataclass(frozen=True)
 class Completion:
+    """The first choice of a reply: its text, why generation stopped ("length" = cut at
+    ``max_tokens``) and the tokens the server counted."""
+
     text: str
+    finish_reason: str | None
     prompt_tokens: int
     completion_tokens: int
 
@@ -109,7 +119,7 @@ class ChatClient:
         try:
             import openai
         except ImportError as e:  # the optional "annotate" extra
-            raise FatalChatError("the openai backend needs the openai package: pip install 'eeca[annotate]'") from e
+            raise FatalChatError("OpenAI-compatible servers need the openai package: pip install 'eeca[annotate]'") from e
         self._openai = openai
         self.model = model
         self.base_url = normalize_base_url(base_url)
@@ -143,14 +153,13 @@ class ChatClient:
     def chat(self, messages: list[dict], **params) -> Completion:
         """One chat completion (``params`` go to ``chat.completions.create``), retried per the policy."""
         resp = self._call(self._client.chat.completions.create, model=self.model, messages=messages, **params)
+        tokens = {"prompt_tokens": resp.usage.prompt_tokens if resp.usage else 0,
+                  "completion_tokens": resp.usage.completion_tokens if resp.usage else 0}
+        self.usage.add(**tokens)  # counted whatever the reply holds: the server bills them
         if not resp.choices:
             raise ChatError("the server returned no choices")
-        usage = resp.usage
-        completion = Completion(text=resp.choices[0].message.content or "",
-                                prompt_tokens=usage.prompt_tokens if usage else 0,
-                                completion_tokens=usage.completion_tokens if usage else 0)
-        self.usage.add(prompt_tokens=completion.prompt_tokens, completion_tokens=completion.completion_tokens)
-        return completion
+        choice = resp.choices[0]
+        return Completion(text=choice.message.content or "", finish_reason=choice.finish_reason, **tokens)
 
     def _call(self, fn, **kwargs):
         openai = self._openai
@@ -172,6 +181,8 @@ class ChatClient:
                 reason, retry_after = "request timed out", None
             except openai.APIConnectionError as e:
                 reason, retry_after = f"connection error: {_short(str(e))}", None
+            except openai.APIError as e:  # a reply the client cannot read: asking again will not help
+                raise ChatError(f"unreadable reply: {_short(str(e))}") from None
             if attempt == self.max_retries:
                 raise ChatError(f"{reason} (gave up after {attempt + 1} attempts)")
             time.sleep(self._delay(attempt, retry_after))
