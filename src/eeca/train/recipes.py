@@ -290,8 +290,7 @@ def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     extra: dict[str, Any] = {}
     if cfg.data.hierarchical_labels:
         vocab = checkpoint_label_vocabulary(cfg.model) or build_label_vocabulary(records)
-        # both fields: from_pretrained sets kwargs on the loaded config without re-deriving the size
-        extra.update(hierarchical_labels=vocab, num_hierarchical_labels=len(vocab))
+        extra.update(hierarchical_labels=vocab)  # the L_HC head's size is the vocabulary's length
     set_seed(cfg.optim.seed)  # newly initialised modules (e.g. the L_HC head) start the same in every run
     model, processor = load_model_and_processor(cfg.model, extra)
     tokenizer = processor.tokenizer
