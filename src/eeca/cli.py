@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import inspect
 import re
 import sys
@@ -26,6 +27,20 @@ from eeca import __version__
 COMMANDS: dict[str, str] = {
     "gldv2 ingest": "eeca.gldv2.ingest:ingest_command",
     "gldv2 download": "eeca.gldv2.download:download_command",
+    "report": "eeca.report.command:report_command",
+    "mgld stage2": "eeca.mgld.stages:stage2_command",
+    "mgld stage3": "eeca.mgld.stages:stage3_command",
+    "mgld validate": "eeca.mgld.validate:validate_command",
+    "generate": "eeca.evaluate.generate:generate_command",
+    "judge": "eeca.evaluate.judge:judge_command",
+    "metrics": "eeca.evaluate.metrics:metrics_command",
+    "model summary": "eeca.model.spec:summary_command",
+    "score": "eeca.knowledge.score:score_command",
+    "select": "eeca.knowledge.select:select_command",
+    "mgld stage1": "eeca.knowledge.stage1:stage1_command",
+    "knowledge analyze": "eeca.knowledge.analysis:analyze_command",
+    "train": "eeca.train.recipes:train_command",
+    "merge-lora": "eeca.train.lora:merge_lora_command",
 }
 
 
@@ -48,7 +63,15 @@ def main(argv: list[str] | None = None) -> int:
     fn = _resolve(COMMANDS[verb])
     parser = build_parser(f"eeca {verb}", fn)
     args = vars(parser.parse_args(rest))
-    result = fn(**args)
+    try:
+        result = fn(**args)
+    except Exception as e:
+        from eeca.io import InputError  # imported here: `eeca --help` must not load pyarrow
+
+        if not isinstance(e, InputError):
+            raise
+        print(f"eeca {verb}: error: {e}", file=sys.stderr)
+        return 1
     return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
 
 
@@ -78,10 +101,11 @@ def _overview(prefix: str | None = None) -> str:
 def _summary(target: str) -> str:
     """First docstring line of a verb without importing its module (read from the source)."""
     module, _, name = target.partition(":")
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
+    # resolved by path: find_spec would import the parent packages (eeca.model imports transformers)
+    path = Path(__file__).parent.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    if not path.exists():
         return ""
-    src = Path(spec.origin).read_text(encoding="utf-8")
+    src = path.read_text(encoding="utf-8")
     m = re.search(rf'def {name}\([^)]*\)[^:]*:\s*"""(.+)', src, flags=re.S)
     return m.group(1).strip().splitlines()[0] if m else ""
 

@@ -6,8 +6,11 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
 * ``yaml.safe_load`` only: no tags, no eval, no dotted import strings.
 * Every field is checked against its annotation (``int``, ``float``, ``str``, ``bool``, ``Path``,
   ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and nested
-  dataclasses); unknown and missing keys are errors. A ``__post_init__`` that raises ``ValueError``
-  adds its own semantic checks.
+  dataclasses); unknown and missing keys are errors. A float field also takes exponent notation
+  without a dot (``lr: 2e-3``), which YAML 1.1 would otherwise read as a string.
+* A ``__post_init__`` adds semantic checks by raising :class:`FieldError` (names the field) or a
+  plain ``ValueError``, reported against the one field its message mentions, else the whole
+  dataclass.
 * Every error is a :class:`ConfigError` naming the file and the dotted field.
 * Command-line overrides ``a.b=value`` are parsed as YAML scalars and applied before validation.
 """
@@ -15,6 +18,7 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from pathlib import Path
@@ -22,15 +26,28 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
+from eeca.io import InputError
+
 T = TypeVar("T")
 
+# a YAML 1.2 float such as 1e-3 or -2.5E+4 (YAML 1.1, which PyYAML follows, needs a dot)
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
-class ConfigError(ValueError):
+
+class ConfigError(InputError):
     """A configuration value is missing, unknown or of the wrong type; names file and field."""
 
     def __init__(self, source: str, field: str, message: str):
         self.source, self.field = source, field
         super().__init__(f"{source}: field '{field}': {message}")
+
+
+class FieldError(ValueError):
+    """Raised by a config's ``__post_init__``: ``field`` (a name of that dataclass) has a bad value."""
+
+    def __init__(self, field: str, message: str):
+        self.field = field
+        super().__init__(message)
 
 
 def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
@@ -119,8 +136,12 @@ def _build(cls: type, data: dict, source: str, prefix: str) -> Any:
     except (ValueError, TypeError) as e:
         if isinstance(e, ConfigError):
             raise
-        field = getattr(e, "field", None) or prefix.rstrip(".") or "<root>"
-        raise ConfigError(source, field, str(e)) from None
+        field = getattr(e, "field", None)
+        if field is None:
+            mentioned = [n for n in fields if re.search(rf"\b{re.escape(n)}\b", str(e))]
+            field = mentioned[0] if len(mentioned) == 1 else None
+        where = f"{prefix}{field}" if field else prefix.rstrip(".") or "<root>"
+        raise ConfigError(source, where, str(e)) from None
 
 
 def _coerce(tp: Any, value: Any, source: str, dotted: str) -> Any:
@@ -176,6 +197,8 @@ def _coerce(tp: Any, value: Any, source: str, dotted: str) -> Any:
         raise bad("an integer")
     if tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             return float(value)
         raise bad("a number")
     if tp is str:

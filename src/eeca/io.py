@@ -5,7 +5,8 @@ Every long stage of the toolkit (DESIGN section 9) writes through this module so
 and a rerun continues where the killed run stopped:
 
 * :func:`atomic_write` / :func:`atomic_path` write to ``<name>.tmp-<pid>``, fsync, then rename
-  over the destination (rename is atomic on POSIX within one filesystem).
+  over the destination (rename is atomic on POSIX within one filesystem). The temporaries of a
+  killed process are removed by the next write of the same file.
 * :class:`JsonlStore` is an append-only JSONL file keyed by a record field (default ``id``).
   Opening it reads what is there; a torn last line (the process died mid-write) is cut off and
   counted, and every complete record is kept. Appends are flushed and fsynced.
@@ -14,6 +15,7 @@ and a rerun continues where the killed run stopped:
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -24,14 +26,23 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 
+class InputError(ValueError):
+    """A bad input file or value, named by file (and line or field where there is one).
+
+    The ``eeca`` command prints these as one-line errors (exit status 1) instead of a traceback.
+    """
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success fsync it and rename it over ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. Temporaries of
+    ``path`` left by a process that no longer runs (killed with ``kill -9``) are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_orphans(path)
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
@@ -42,6 +53,23 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _remove_orphans(path: Path) -> None:
+    for tmp in path.parent.glob(f"{glob.escape(path.name)}.tmp-*"):
+        pid = tmp.name.rpartition(".tmp-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
@@ -119,7 +147,7 @@ class JsonlStore:
                     self.torn_lines += 1
                     break
                 lineno = raw[:pos].count(b"\n") + 1
-                raise ValueError(
+                raise InputError(
                     f"{self.path}: line {lineno}: not a JSON record with "
                     f"field {self.key!r}; the file is damaged beyond a torn last line"
                 ) from None
@@ -179,5 +207,5 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             try:
                 out.append(json.loads(line))
             except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
+                raise InputError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
     return out

@@ -1,0 +1,342 @@
+"""The four-level recognition judge over k answers per question (paper section 3.1 and App. C).
+
+A judge reads all k answers to one test question together with the ground truth and returns one of
+four levels: Strongly Known, Known, Weakly Unknown, Unknown (App. C.1 also calls the third
+"Partially Known"; we use the name of section 3.1). Two judges:
+
+* ``llm``: any OpenAI-compatible chat server (OpenAI's GPT-4o as in the paper; vLLM; Ollama)
+  through :class:`eeca.llm_client.ChatClient` (base url normalised to ``/v1``, key from the
+  environment or a dummy one for local servers, ``/v1/models`` checked before the first request,
+  401/403/404 stop the run, request and token counts). The instructions, level definitions and one worked
+  example per level are in ``prompts/judge_v1.txt`` (versioned: a changed prompt is a new cache
+  key). Temperature 0. The answer is forced to the four labels with a JSON schema where the server
+  supports structured output (``structured: json_schema``) and parsed strictly otherwise: anything
+  but a JSON object whose ``level`` is one of the four labels is a failure. The client retries
+  408/409/429, 5xx, connection errors and timeouts with exponential backoff and jitter
+  (``max_retries``, honouring Retry-After). A failure is recorded with status ``failed``: it is counted, never
+  guessed, never scored as Unknown, and judged again on the next run. Verdicts are cached in a
+  JSONL keyed by sha256(judge model, prompt version, id, the k answers, the ground truth), so a
+  rerun, or a second output folder over the same answers, sends no request for a known verdict.
+* ``rule``: offline and deterministic, for the synthetic world and for sanity checks of the LLM
+  judge (see :func:`rule_verdict` for the thresholds).
+
+Writes ``judgments.jsonl`` (DESIGN section 3: id, level, judge, explanation, status, cache_key),
+``metrics.json`` (``eeca.evaluate.metrics``) and ``judge_summary.json`` (HTTP requests and retries,
+cache hits, failures, tokens, cost).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import unicodedata
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from tqdm import tqdm
+
+from eeca.config import load_config
+from eeca.evaluate.levels import LABEL_TO_LEVEL, LEVEL_TO_LABEL, LEVELS
+from eeca.evaluate.metrics import compute_metrics
+from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, write_json
+from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
+
+
+@dataclass(frozen=True)
+class JudgeConfig:
+    """Which judge rates the generations and how (the LLM fields are ignored by the rule judge)."""
+
+    generations: Path  # generations.jsonl of eeca generate
+    test_json: Path  # the MGLD test records the generations answer (ground truth)
+    truth: Path | None = None  # optional landmarks JSONL by landmark_id with aliases and place (synthetic world)
+    judge: Literal["llm", "rule"] = "llm"
+    model: str = "gpt-4o-2024-08-06"  # pinned snapshot: a moving alias would change verdicts silently
+    base_url: str | None = None  # None = OpenAI; e.g. http://localhost:8000 (vLLM), http://localhost:11434 (Ollama)
+    api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never from a file
+    structured: Literal["json_schema", "none"] = "json_schema"
+    prompt: str = "judge_v1"  # eeca/evaluate/prompts/<prompt>.txt
+    max_concurrency: int = 8
+    max_retries: int = 5
+    timeout_s: float = 60.0
+    max_tokens: int = 300
+    cache: Path | None = None  # verdict cache JSONL; None = <out>/verdict_cache.jsonl
+    price_input_per_mtok: float = 2.5  # USD per million tokens, for the cost line of the summary
+    price_output_per_mtok: float = 10.0
+    rule_strong_min: int = 2  # rule judge: named with detail in at least this many answers -> Strongly Known
+    rule_category_is_hint: bool = False  # rule judge: does the bare category word count as a Weakly Unknown hint
+    bootstrap_samples: int = 2000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.max_concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0 or self.rule_strong_min < 1:
+            raise ValueError("max_concurrency >= 1, max_retries >= 0, timeout_s > 0, rule_strong_min >= 1")
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What the judge compares the answers with, for one test question."""
+
+    name: str
+    hierarchical_label: str = ""
+    place: str = ""
+    entities: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    answer: str = ""  # the MGLD reference answer (the gpt turn)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "hierarchical_label": self.hierarchical_label, "place": self.place,
+                "entities": list(self.entities), "aliases": list(self.aliases), "answer": self.answer}
+
+
+@dataclass
+class Verdict:
+    level: str | None
+    status: Literal["ok", "failed"]
+    explanation: str
+
+
+def load_ground_truth(test_json: Path, truth: Path | None) -> dict[str, GroundTruth]:
+    """Ground truth per test id from the MGLD records, completed by a landmarks truth file if given."""
+    extra: dict[int, dict] = {}
+    if truth is not None:
+        for n, rec in enumerate(read_jsonl(truth), 1):
+            if "landmark_id" not in rec or "name" not in rec:
+                raise ValueError(f"{truth}: line {n}: needs fields 'landmark_id' and 'name'")
+            extra[int(rec["landmark_id"])] = rec
+    out = {}
+    for n, rec in enumerate(read_json(test_json)):
+        for f in ("id", "landmark_name"):
+            if f not in rec:
+                raise ValueError(f"{test_json}: record {n}: field '{f}' is missing")
+        t = extra.get(int(rec["landmark_id"])) if "landmark_id" in rec else None
+        conv = rec.get("conversations") or []
+        out[str(rec["id"])] = GroundTruth(
+            name=rec["landmark_name"], hierarchical_label=rec.get("hierarchical_label") or "",
+            place=(t or {}).get("place", ""), entities=tuple(rec.get("entities") or (t or {}).get("entities", ())),
+            aliases=tuple((t or {}).get("aliases", ())),
+            answer=conv[1]["value"] if len(conv) > 1 and isinstance(conv[1], dict) else "")
+    return out
+
+
+def cache_key(judge_id: str, record_id: str, responses: list[str], truth: GroundTruth) -> str:
+    """sha256 over everything a verdict depends on."""
+    blob = json.dumps({"judge": judge_id, "id": record_id, "responses": responses, "truth": truth.as_dict()},
+                      sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+# ---- rule judge ---------------------------------------------------------------------------------
+
+def normalise(text: str) -> str:
+    """Lower case, accents dropped, punctuation to spaces, single spaces, padded for whole-word search."""
+    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return " " + " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split()) + " "
+
+
+def _mentions(norm_text: str, phrases: list[str]) -> bool:
+    return any(p.strip() and p in norm_text for p in (normalise(x) for x in phrases))
+
+
+def rule_verdict(responses: list[str], truth: GroundTruth, strong_min: int = 2, category_is_hint: bool = False) -> Verdict:
+    """Deterministic four-level verdict from name, alias and hint matches (whole words, normalised text).
+
+    * named: the landmark's name or an alias occurs in the answer.
+    * detail: the answer also mentions the place (town or country) or one of the landmark's entities.
+    * Strongly Known: at least ``strong_min`` answers are named AND carry detail (default 2: App. C.2
+      rates "correctly identified in Responses 2 and 3 with precise details" Strongly Known).
+    * Known: at least one answer is named.
+    * Weakly Unknown: none is named, but some answer mentions the place or an entity (the category
+      word alone counts only with ``category_is_hint``: App. C.2's Unknown example names other
+      windmills, i.e. the right category, and is still Unknown).
+    * Unknown: otherwise.
+    """
+    names = [truth.name, *truth.aliases]
+    places = [p for p in truth.place.split(",") if p.strip()]
+    hints = places + list(truth.entities) + ([truth.hierarchical_label] if category_is_hint else [])
+    normed = [normalise(r) for r in responses]
+    named = [_mentions(t, names) for t in normed]
+    detail = [_mentions(t, places + list(truth.entities)) for t in normed]
+    hinted = [_mentions(t, hints) for t in normed]
+    n_named, n_strong, n_hint = sum(named), sum(a and b for a, b in zip(named, detail, strict=True)), sum(hinted)
+    if n_strong >= strong_min:
+        level = "strongly_known"
+    elif n_named >= 1:
+        level = "known"
+    elif n_hint >= 1:
+        level = "weakly_unknown"
+    else:
+        level = "unknown"
+    why = (f"named in {n_named}/{len(responses)} answers ({n_strong} with place or entity detail); "
+           f"hints in {n_hint}/{len(responses)}")
+    return Verdict(level, "ok", why)
+
+
+# ---- LLM judge ----------------------------------------------------------------------------------
+
+def load_prompt(name: str) -> tuple[str, str, str]:
+    """(system text, user template, version) of ``prompts/<name>.txt``; the version hashes the text."""
+    text = resources.files("eeca.evaluate").joinpath("prompts", f"{name}.txt").read_text(encoding="utf-8")
+    system, sep, user = text.partition("=== USER ===\n")
+    if not sep:
+        raise ValueError(f"prompt {name}: no '=== USER ===' line between instructions and the user template")
+    return system.strip(), user.strip(), f"{name}:{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+
+
+VERDICT_SCHEMA = {
+    "type": "object",
+    "properties": {"level": {"type": "string", "enum": [LEVEL_TO_LABEL[lv] for lv in LEVELS]},
+                   "explanation": {"type": "string"}},
+    "required": ["level", "explanation"],
+    "additionalProperties": False,
+}
+
+
+def parse_verdict(content: str | None) -> tuple[str, str]:
+    """(level, explanation) from the judge's reply; ValueError on anything but one of the four labels."""
+    if not content:
+        raise ValueError("empty reply")
+    text = content.strip()
+    fenced = re.fullmatch(r"```(?:json)?\s*(.*?)\s*```", text, flags=re.S)
+    try:
+        obj = json.loads(fenced.group(1) if fenced else text)
+    except json.JSONDecodeError:
+        raise ValueError(f"not JSON: {text[:80]!r}") from None
+    if not isinstance(obj, dict) or not isinstance(obj.get("level"), str):
+        raise ValueError(f"no 'level' string in {text[:80]!r}")
+    level = LABEL_TO_LEVEL.get(obj["level"].strip())
+    if level is None:
+        raise ValueError(f"off-label level {obj['level']!r}")
+    return level, str(obj.get("explanation", ""))
+
+
+class LlmJudge:
+    """The OpenAI-compatible judge; one instance per run, shared by the worker threads."""
+
+    def __init__(self, cfg: JudgeConfig):
+        self.cfg = cfg
+        self.system, self.user_template, self.prompt_version = load_prompt(cfg.prompt)
+        self.id = f"{cfg.model}+{self.prompt_version}"
+        self.client = ChatClient(cfg.model, cfg.base_url, cfg.api_key_env, timeout_s=cfg.timeout_s,
+                                 max_retries=cfg.max_retries)
+
+    def messages(self, responses: list[str], truth: GroundTruth) -> list[dict]:
+        numbered = "\n".join(f"Response {i + 1}: {r}" for i, r in enumerate(responses))
+        user = self.user_template.format(name=truth.name, aliases=", ".join(truth.aliases) or "-",
+                                         category=truth.hierarchical_label or "-", place=truth.place or "-",
+                                         answer=truth.answer or "-", k=len(responses), responses=numbered)
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+
+    def __call__(self, responses: list[str], truth: GroundTruth) -> Verdict:
+        kwargs: dict[str, Any] = {}
+        if self.cfg.structured == "json_schema":
+            kwargs["response_format"] = {"type": "json_schema",
+                                         "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA}}
+        try:
+            reply = self.client.chat(self.messages(responses, truth), temperature=0,
+                                     max_tokens=self.cfg.max_tokens, **kwargs)
+        except ChatError as e:
+            return Verdict(None, "failed", f"request failed: {e}")
+        if reply.finish_reason == "length":
+            return Verdict(None, "failed", "reply cut at max_tokens")
+        try:
+            level, explanation = parse_verdict(reply.text)
+        except ValueError as e:
+            return Verdict(None, "failed", f"unparseable reply: {e}")
+        return Verdict(level, "ok", explanation)
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+def run_judge(cfg: JudgeConfig, out: Path) -> dict:
+    """Judge every generation, reusing cached verdicts; write judgments, metrics and a summary."""
+    gens = read_jsonl(cfg.generations)
+    truths = load_ground_truth(cfg.test_json, cfg.truth)
+    seen: set[str] = set()
+    for n, g in enumerate(gens, 1):
+        if str(g.get("id")) in seen:
+            raise ValueError(f"{cfg.generations}: line {n}: duplicate id {g.get('id')!r}")
+        seen.add(str(g.get("id")))
+        if str(g.get("id")) not in truths:
+            raise ValueError(f"{cfg.generations}: line {n}: id {g.get('id')!r} is not in {cfg.test_json}")
+        if not isinstance(g.get("responses"), list) or not g["responses"]:
+            raise ValueError(f"{cfg.generations}: line {n}: field 'responses': expected a non-empty list")
+    out.mkdir(parents=True, exist_ok=True)
+    llm = LlmJudge(cfg) if cfg.judge == "llm" else None
+    judge_id = llm.id if llm else f"rule:v1:strong_min={cfg.rule_strong_min}:category_hint={cfg.rule_category_is_hint}"
+    keys = {str(g["id"]): cache_key(judge_id, str(g["id"]), g["responses"], truths[str(g["id"])]) for g in gens}
+    verdicts: dict[str, Verdict] = {}
+    usage = llm.client.usage if llm else Usage()
+    t0 = time.perf_counter()
+    if llm is None:
+        for g in tqdm(gens, desc="judge (rule)", unit="q"):
+            verdicts[str(g["id"])] = rule_verdict(g["responses"], truths[str(g["id"])], cfg.rule_strong_min,
+                                                  cfg.rule_category_is_hint)
+    else:
+        with JsonlStore(cfg.cache or out / "verdict_cache.jsonl", key="cache_key") as cache:
+            todo = []
+            for g in gens:
+                hit = cache.get(keys[str(g["id"])])
+                if hit is not None:
+                    usage.add(cached=1)
+                    verdicts[str(g["id"])] = Verdict(hit["level"], "ok", hit["explanation"])
+                else:
+                    todo.append(g)
+            if todo:
+                llm.client.health_check()
+            pool = ThreadPoolExecutor(max_workers=cfg.max_concurrency)
+            try:
+                futures = {pool.submit(llm, g["responses"], truths[str(g["id"])]): str(g["id"]) for g in todo}
+                for fut in tqdm(as_completed(futures), total=len(futures), desc=f"judge ({cfg.model})", unit="q"):
+                    rid, v = futures[fut], fut.result()  # a FatalChatError (bad key, model gone) ends the run
+                    verdicts[rid] = v
+                    if v.status == "ok":  # only real verdicts are cached; failures are asked again next run
+                        cache.append({"cache_key": keys[rid], "id": rid, "judge": judge_id, "level": v.level,
+                                      "explanation": v.explanation})
+            finally:  # after a fatal error, questions not yet sent are not sent
+                pool.shutdown(wait=True, cancel_futures=True)
+    rows = [{"id": str(g["id"]), "level": verdicts[str(g["id"])].level, "judge": judge_id,
+             "explanation": verdicts[str(g["id"])].explanation, "status": verdicts[str(g["id"])].status,
+             "cache_key": keys[str(g["id"])]} for g in gens]
+    atomic_write(out / "judgments.jsonl", "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
+    metrics = compute_metrics(rows, bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
+    metrics["judge"] = judge_id
+    write_json(out / "metrics.json", metrics)
+    counts = usage.as_dict()
+    summary = {"judge": judge_id, "n": len(rows), "test_questions_without_generation": len(truths) - len(rows),
+               **{name: counts[name] for name in ("requests", "retries", "cached", "prompt_tokens", "completion_tokens")},
+               "failed": metrics["n_failed"],
+               "cost_usd": round(usage.cost(cfg.price_input_per_mtok, cfg.price_output_per_mtok), 4),
+               "seconds": round(time.perf_counter() - t0, 2)}
+    write_json(out / "judge_summary.json", summary)
+    return {"summary": summary, "metrics": metrics}
+
+
+def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None = None,
+                  overrides: list[str] = ()) -> int:
+    """Rate the k answers per question as Strongly Known / Known / Weakly Unknown / Unknown (LLM or rule judge).
+
+    Args:
+        config: YAML file of JudgeConfig (configs/synth/judge.yaml, configs/paper/judge.yaml).
+        out: output folder: judgments.jsonl, metrics.json, judge_summary.json (and the verdict cache by default).
+        judge: override the config's judge (llm or rule).
+        overrides: config overrides such as model=gpt-4o-2024-08-06 base_url=http://localhost:8000 max_concurrency=16.
+    """
+    extra = list(overrides) + ([f"judge={judge}"] if judge else [])
+    cfg = load_config(JudgeConfig, config, extra)
+    try:
+        result = run_judge(cfg, Path(out))
+    except FatalChatError as e:
+        print(f"eeca judge: stopped: {e} (verdicts given so far are cached; rerun to continue)")
+        return 2
+    s, m = result["summary"], result["metrics"]
+    print(f"judge: {s['judge']}: {m['n']} judged, {m['n_failed']} failed (rerun to retry), {s['requests']} requests ({s['retries']} retries), "
+          f"{s['cached']} from cache, {s['prompt_tokens']}+{s['completion_tokens']} tokens, ${s['cost_usd']}, "
+          f"{s['test_questions_without_generation']} test questions without generation; "
+          f"accuracy {m['accuracy']:.2f}% [{m['acc_ci_low']:.2f}, {m['acc_ci_high']:.2f}] "
+          f"(SK {m['strongly_known']:.2f} K {m['known']:.2f} WU {m['weakly_unknown']:.2f} U {m['unknown']:.2f})")
+    return 1 if m["n_failed"] else 0

@@ -1,0 +1,132 @@
+"""``eeca mgld validate FILE``: check an MGLD or LLaVA instruction file record by record.
+
+MGLD records follow DESIGN section 3 (paper App. B.4); LLaVA records are what LLaVA's training
+scripts read (``id``, optional ``image``, ``conversations``). Beyond the schema
+(:mod:`eeca.mgld.schema`) every record must have turns alternating human/gpt starting with the
+human and ending with an answer, no empty answer, exactly one ``<image>`` placeholder (at the
+start of the first human turn) when it has an image and none when it has not, an image path
+inside the image folder, unique entities, and an id not used by an earlier record. Every error
+names the record (index and id) and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from eeca.mgld.schema import LLAVA_RECORD, MGLD_RECORD, check
+
+IMAGE_TOKEN = "<image>"
+Kind = Literal["auto", "mgld", "llava"]
+
+
+def load_records(path: Path) -> list:
+    """The records of a JSON list file or a JSONL file; unreadable JSON names file and line."""
+    text = Path(path).read_text(encoding="utf-8")
+    if Path(path).suffix == ".jsonl":
+        out = []
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
+        return out
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return data
+
+
+def detect_kind(records: list) -> Literal["mgld", "llava"]:
+    first = records[0] if records else {}
+    return "mgld" if isinstance(first, dict) and "landmark_id" in first else "llava"
+
+
+def record_errors(rec, kind: Literal["mgld", "llava"], image_root: Path | None = None) -> list[tuple[str, str]]:
+    """Every problem of one record as ``(field path, message)``."""
+    errors = check(rec, MGLD_RECORD if kind == "mgld" else LLAVA_RECORD)
+    if not isinstance(rec, dict) or not isinstance(rec.get("conversations"), list):
+        return errors
+    turns = [t for t in rec["conversations"] if isinstance(t, dict) and isinstance(t.get("value"), str)]
+    if len(turns) < len(rec["conversations"]):
+        return errors  # the schema already names the malformed turns
+    for i, turn in enumerate(turns):
+        want = "human" if i % 2 == 0 else "gpt"
+        if turn.get("from") != want:
+            errors.append((f"conversations[{i}].from", f"expected {want!r} (turns alternate, human first), "
+                                                       f"got {turn.get('from')!r}"))
+        if want == "gpt" and not turn["value"].strip():
+            errors.append((f"conversations[{i}].value", "empty answer"))
+    if turns and len(turns) % 2:
+        errors.append(("conversations", f"ends with a question: {len(turns)} turns, the last has no answer"))
+    n_tokens = sum(t["value"].count(IMAGE_TOKEN) for t in turns)
+    if "image" in rec:
+        if n_tokens != 1:
+            errors.append(("conversations", f"a record with an image needs exactly one {IMAGE_TOKEN} "
+                                            f"placeholder, found {n_tokens}"))
+        elif turns and not turns[0]["value"].startswith(IMAGE_TOKEN):
+            errors.append(("conversations[0].value", f"the {IMAGE_TOKEN} placeholder must open the first turn"))
+        if isinstance(rec["image"], str) and rec["image"]:
+            p = PurePosixPath(rec["image"])
+            if p.is_absolute() or ".." in p.parts:
+                errors.append(("image", f"{rec['image']!r} must be a path inside the image folder"))
+            elif image_root is not None and not (image_root / rec["image"]).is_file():
+                errors.append(("image", f"no such file under {image_root}: {rec['image']}"))
+    elif n_tokens:
+        errors.append(("conversations", f"{IMAGE_TOKEN} placeholder in a record without an image"))
+    if kind == "mgld" and isinstance(rec.get("entities"), list):
+        seen = Counter(e.casefold() for e in rec["entities"] if isinstance(e, str))
+        dups = sorted(e for e, n in seen.items() if n > 1)
+        if dups:
+            errors.append(("entities", f"repeated entities: {dups}"))
+    return errors
+
+
+def validate_records(records: list, kind: Kind = "auto", image_root: Path | None = None) -> list[tuple[int, str]]:
+    """``(record index, "record I (id=X): FIELD: problem")`` for every problem in ``records``."""
+    kind = detect_kind(records) if kind == "auto" else kind
+    messages: list[tuple[int, str]] = []
+    first_seen: dict[str, int] = {}
+    for i, rec in enumerate(records):
+        rid = rec.get("id") if isinstance(rec, dict) else None
+        where = f"record {i}" + (f" (id={rid})" if rid is not None else "")
+        for path, msg in record_errors(rec, kind, image_root):
+            messages.append((i, f"{where}: {path}: {msg}"))
+        if rid is not None:
+            key = str(rid)
+            if key in first_seen:
+                messages.append((i, f"{where}: id: duplicate of record {first_seen[key]}"))
+            else:
+                first_seen[key] = i
+    return messages
+
+
+def validate_command(file: Path, kind: Kind = "auto", image_root: Path | None = None, max_errors: int = 50) -> int:
+    """Check an MGLD or LLaVA JSON file; exit status 1 when any record is invalid.
+
+    Args:
+        file: a JSON list of records (or JSONL).
+        kind: mgld, llava, or auto (mgld when the first record has landmark_id).
+        image_root: also check that every image file exists under this folder.
+        max_errors: print at most this many errors (all are counted).
+    """
+    try:
+        records = load_records(file)
+    except (OSError, ValueError) as e:
+        print(f"eeca mgld validate: {e}")
+        return 1
+    resolved = detect_kind(records) if kind == "auto" else kind
+    messages = validate_records(records, resolved, image_root)
+    for _, m in messages[:max_errors]:
+        print(f"{file}: {m}")
+    if len(messages) > max_errors:
+        print(f"... {len(messages) - max_errors} more")
+    bad = len({i for i, _ in messages})
+    print(f"mgld validate: {file}: {len(records)} {resolved} records, {bad} invalid, {len(messages)} errors")
+    return 1 if messages else 0

@@ -1,0 +1,168 @@
+"""The report's figures as PNG bytes: paper Figures 3, 4 and 5, level bars and accuracy intervals.
+
+* Figure 3 (paper 3.2): t-SNE of each subset's image embeddings, coloured by hierarchical label.
+* Figure 4 (paper 3.2): hierarchical-label distribution of each subset.
+* Figure 5 (paper 3.3, 5.2): accuracy against data size, one line per selection (+data cells), EECA
+  dashed where it was run at several sizes, the untrained baseline as a horizontal line.
+* The four recognition levels of every cell as stacked bars, and accuracy with its bootstrap 95%
+  interval (paper 3.1).
+
+Figures are drawn on matplotlib's Agg canvas without pyplot (no global state), at fixed sizes that
+depend only on the data, with no timestamps: the same inputs give the same PNG bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+from matplotlib import colormaps
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from eeca.report.data import LEVEL_NAMES, LEVELS, SELECTIONS, Cell, fmt_size
+
+LEVEL_COLOURS = {"strongly_known": "#1b7837", "known": "#7fbf7b",
+                 "weakly_unknown": "#f1a340", "unknown": "#bdbdbd"}
+SELECTION_COLOURS = {"HDS": "#2166ac", "HSS": "#67a9cf", "LCS": "#b2182b", "BRS": "#4d4d4d"}
+OTHER = "other"
+GREY = "#c7c7c7"
+DPI = 100
+
+
+def png(fig: Figure) -> bytes:
+    """Render on the Agg canvas; no 'Software' key, so PNG bytes do not change with matplotlib's version."""
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    return buf.getvalue()
+
+
+def levels_figure(cells: list[Cell]) -> bytes:
+    """Horizontal stacked bars: the share of each recognition level per cell."""
+    fig = Figure(figsize=(9, 1.2 + 0.32 * len(cells)))
+    ax = fig.add_subplot()
+    labels = [f"{c.label} [{c.judge}]" for c in cells]
+    left = [0.0] * len(cells)
+    for level in LEVELS:
+        widths = [c.pct(level) for c in cells]
+        ax.barh(labels, widths, left=left, color=LEVEL_COLOURS[level], label=LEVEL_NAMES[level])
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("% of test questions")
+    ax.legend(ncols=4, loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False, fontsize=8)
+    fig.tight_layout()
+    return png(fig)
+
+
+def accuracy_figure(cells: list[Cell]) -> bytes:
+    """Accuracy (SK + K) per cell with its bootstrap 95% interval."""
+    fig = Figure(figsize=(9, 1.0 + 0.32 * len(cells)))
+    ax = fig.add_subplot()
+    ys = range(len(cells))
+    acc = [c.accuracy for c in cells]
+    # an interval that does not contain its accuracy is listed under the report's checks; drawn clipped
+    err = [[max(0.0, c.accuracy - c.acc_ci_low) for c in cells], [max(0.0, c.acc_ci_high - c.accuracy) for c in cells]]
+    ax.errorbar(acc, ys, xerr=err, fmt="o", color="#2166ac", capsize=3)
+    ax.set_yticks(list(ys), [f"{c.label} [{c.judge}]" for c in cells])
+    ax.invert_yaxis()
+    ax.set_xlabel("accuracy, % (bootstrap 95% interval)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.tight_layout()
+    return png(fig)
+
+
+def size_figure(cells: list[Cell]) -> bytes | None:
+    """Figure 5: accuracy against data size per selection; None when no selection has two sizes."""
+    lines: dict[tuple[str, str], list[Cell]] = {}
+    for c in cells:
+        if c.selection in SELECTIONS and c.ablation in ("data", "eac"):
+            lines.setdefault((c.selection, c.ablation), []).append(c)
+    lines = {k: sorted(v, key=lambda c: c.size) for k, v in lines.items() if len({c.size for c in v}) >= 2}
+    if not lines:
+        return None
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    for (sel, ablation), line in sorted(lines.items(), key=lambda kv: (kv[0][1], SELECTIONS.index(kv[0][0]))):
+        ax.plot([c.size for c in line], [c.accuracy for c in line], marker="o", color=SELECTION_COLOURS[sel],
+                linestyle="--" if ablation == "eac" else "-", label=sel if ablation == "data" else f"EECA ({sel})")
+    base = next((c for c in cells if c.ablation == "baseline"), None)
+    if base is not None:
+        ax.axhline(base.accuracy, color="#999999", linestyle=":", label="baseline (untrained)")
+    sizes = sorted({c.size for line in lines.values() for c in line})
+    ax.set_xticks(sizes, [fmt_size(s) for s in sizes])
+    ax.set_xlabel("training data size")
+    ax.set_ylabel("accuracy, %")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png(fig)
+
+
+def _label_colours(labels: Counter) -> dict[str, str]:
+    """A fixed colour per hierarchical label, most frequent first: tab10's strong colours, then tab20's
+    light ones (greys left out, kept for 'other'); labels past those 18 share the grey of 'other'."""
+    strong = [colormaps["tab10"](i) for i in range(10) if i != 7]
+    light = [colormaps["tab20"](i) for i in range(1, 20, 2) if i != 15]
+    palette = strong + light
+    ranked = sorted(labels, key=lambda lb: (-labels[lb], lb))
+    return {lb: palette[i] if i < len(palette) else GREY for i, lb in enumerate(ranked)}
+
+
+def _subsets(rows: list[dict]) -> list[str]:
+    present = {r["subset"] for r in rows}
+    return [s for s in SELECTIONS if s in present] + sorted(present - set(SELECTIONS))
+
+
+def tsne_figure(rows: list[dict]) -> bytes:
+    """Figure 3: one t-SNE panel per subset, points coloured by hierarchical label (shared legend)."""
+    subsets = _subsets(rows)
+    labels = Counter(r["hierarchical_label"] for r in rows)
+    colours = _label_colours(labels)
+    fig = Figure(figsize=(4 * len(subsets), 4.8))
+    axes = fig.subplots(1, len(subsets), squeeze=False)[0]
+    for ax, subset in zip(axes, subsets, strict=True):
+        pts = [r for r in rows if r["subset"] == subset]
+        # big points for a few hundred, small ones for the paper's 25k per subset
+        size = min(24.0, max(2.0, 3000.0 / max(len(pts), 1)))
+        ax.scatter([r["x"] for r in pts], [r["y"] for r in pts], s=size, linewidths=0,
+                   c=[colours[r["hierarchical_label"]] for r in pts])
+        ax.set_title(f"{subset} (n={len(pts)})")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    shown = [lb for lb in colours if colours[lb] != GREY]
+    handles = [axes[0].scatter([], [], s=20, color=colours[lb]) for lb in shown]
+    names = list(shown)
+    if len(shown) < len(colours):
+        handles.append(axes[0].scatter([], [], s=20, color=GREY))
+        names.append(OTHER)
+    fig.legend(handles, names, loc="lower center", ncols=min(len(names), 7), frameon=False, fontsize=8)
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(names) - 1) // 7), 1, 1))
+    return png(fig)
+
+
+def category_figure(rows: list[dict], top: int = 15) -> bytes:
+    """Figure 4: counts of the most common hierarchical labels (over all subsets) in each subset."""
+    subsets = _subsets(rows)
+    totals: Counter = Counter()
+    for r in rows:
+        totals[r["hierarchical_label"]] += r["count"]
+    labels = sorted(totals, key=lambda lb: (-totals[lb], lb))
+    shown, rest = labels[:top], set(labels[top:])
+    groups = shown + ([OTHER] if rest else [])
+    fig = Figure(figsize=(max(7.0, 0.6 * len(groups) * max(1, len(subsets)) / 2 + 2), 4.5))
+    ax = fig.add_subplot()
+    width = 0.8 / len(subsets)
+    for i, subset in enumerate(subsets):
+        counts: Counter = Counter()
+        for r in rows:
+            if r["subset"] == subset:
+                counts[OTHER if r["hierarchical_label"] in rest else r["hierarchical_label"]] += r["count"]
+        ax.bar([g + i * width for g in range(len(groups))], [counts[g] for g in groups], width,
+               label=subset, color=SELECTION_COLOURS.get(subset))
+    ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], groups, rotation=45, ha="right")
+    ax.set_ylabel("images")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return png(fig)

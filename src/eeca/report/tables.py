@@ -1,0 +1,290 @@
+"""The paper's result tables rebuilt from a run's cells: Tables 1-4 and the absolute counts of App. D.
+
+* Table 1 (paper 3.3): selection x data size, accuracy with its difference to BRS of the same size,
+  and the paper's own unit, the gain over the untrained baseline in percent of the baseline's
+  accuracy (the paper's HSS-50k 60.4 is (13.92 - 8.68) / 8.68; see ``paper_numbers.json``).
+* Table 2 (paper 5.2): Entity Prompt variants against EECA, Strongly Known and Known.
+* Table 3 (paper 5.2): the cumulative ablation (baseline, +data, +HR, +L_HC, +L_EAC), each row's
+  difference to the row above it.
+* Table 4 (paper 5.3): the same steps on HDS, HSS and LCS of one size, differences to the baseline.
+* Tables 6 and 7 (App. D): the absolute level counts behind Tables 3 and 4; and every cell's counts.
+
+Cells are found by what they are (selection, size, ablation), not by the run's table name, so one
+run directory holding any part of the grid gives every table it has the cells for. A table that
+lacks them comes back as :class:`NotRun` with the reason. With ``paper`` numbers given, the paper's
+values stand in extra columns beside ours.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from eeca.report.data import CHAIN, LEVEL_NAMES, LEVELS, SELECTIONS, Cell, cell_order, fmt_size
+
+# the paper's row order in Table 1, with its category column
+TABLE1_ORDER = (("BRS", "Reference"), ("LCS", "VE-Unknown"), ("HSS", "VE-Known"), ("HDS", "VE-Known"))
+STEP_NAMES = {"baseline": "Baseline", "hr": "+ HR Branch", "hc": "+ L_HC", "eac": "+ L_EAC"}
+NOT_RUN = "not run"
+
+
+@dataclass
+class Table:
+    """A rendered-ready table: strings only, the same object feeds the HTML and the markdown."""
+
+    key: str
+    title: str
+    columns: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class NotRun:
+    """A table the run has no cells for, with what it would need."""
+
+    key: str
+    title: str
+    reason: str
+
+
+def num(value: float) -> str:
+    return f"{value:.2f}"
+
+
+def with_delta(value: float, ref: float | None) -> str:
+    return num(value) if ref is None else f"{value:.2f} ({value - ref:+.2f})"
+
+
+def find(cells: list[Cell], ablation: str, selection: str = "none", size: int | None = None) -> Cell | None:
+    """The cell of that ablation, selection and size (untrained cells: selection 'none', any size)."""
+    for c in sorted(cells, key=lambda c: (c.table, c.cell_id)):
+        if c.ablation == ablation and c.selection == selection and (size is None or c.size == size):
+            return c
+    return None
+
+
+def chain_key(cells: list[Cell]) -> tuple[str, int] | None:
+    """The (selection, size) of Table 3: the one with the most ablation steps run (ties: larger size)."""
+    steps: dict[tuple[str, int], set[str]] = {}
+    for c in cells:
+        if c.ablation in CHAIN[1:] and c.selection in SELECTIONS:
+            steps.setdefault((c.selection, c.size), set()).add(c.ablation)
+    keys = [k for k, s in steps.items() if s & {"hr", "hc", "eac"}]
+    if not keys:
+        return None
+    return min(keys, key=lambda k: (-len(steps[k]), -k[1], SELECTIONS.index(k[0])))
+
+
+def table4_size(cells: list[Cell]) -> int | None:
+    """The size of Table 4: one where at least two of HDS/HSS/LCS have steps beyond +data."""
+    by_size: dict[int, set[str]] = {}
+    for c in cells:
+        if c.ablation in ("hr", "hc", "eac") and c.selection in ("HDS", "HSS", "LCS"):
+            by_size.setdefault(c.size, set()).add(c.selection)
+    sizes = [s for s, sels in by_size.items() if len(sels) >= 2]
+    return min(sizes, key=lambda s: (-len(by_size[s]), s)) if sizes else None
+
+
+def table1(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
+    title = "Table 1: accuracy by data selection and size"
+    # reverse order so that, as in find(), the first cell by (table, cell_id) wins a duplicate key
+    grid = {(c.selection, c.size): c for c in sorted(cells, key=lambda c: (c.table, c.cell_id), reverse=True)
+            if c.ablation == "data" and c.selection in SELECTIONS}
+    if len(grid) < 2:
+        return [NotRun("table1", title, f"needs +data cells for at least two selection x size pairs; "
+                                         f"found {len(grid)}")]
+    sizes = sorted({n for _, n in grid})
+    order = [(s, cat) for s, cat in TABLE1_ORDER if any((s, n) in grid for n in sizes)]
+    notes = ["In parentheses: difference to BRS of the same size (percentage points)."]
+
+    def rows(value) -> list[list[str]]:
+        out = []
+        for sel, cat in order:
+            row = [cat, sel]
+            for n in sizes:
+                cell, ref = grid.get((sel, n)), grid.get(("BRS", n))
+                row.append(NOT_RUN if cell is None else
+                           with_delta(value(cell), None if sel == "BRS" or ref is None else value(ref)))
+            out.append(row)
+        return out
+
+    acc = Table("table1", title + " (accuracy = Strongly Known + Known, %)",
+                ["Category", "Selection", *map(fmt_size, sizes)], rows(lambda c: c.accuracy), notes)
+    base = find(cells, "baseline")
+    if base is None or base.accuracy == 0:
+        why = "no baseline cell" if base is None else "the baseline's accuracy is 0"
+        return [acc, NotRun("table1_gain", "Table 1 in the paper's unit (gain over the baseline)",
+                            f"{why}, so the gain over it is undefined")]
+    gain = Table("table1_gain", "Table 1 in the paper's unit: gain over the untrained baseline "
+                 f"({num(base.accuracy)}% accuracy), in % of the baseline",
+                 ["Category", "Selection", *map(fmt_size, sizes)],
+                 rows(lambda c: 100 * (c.accuracy - base.accuracy) / base.accuracy), list(notes))
+    if paper:
+        values = paper["table1"]["values"]
+        matched = [n for n in sizes if str(n) in values["BRS"]]
+        gain.columns += [f"{fmt_size(n)} (paper)" for n in matched]
+        for row in gain.rows:
+            row += [with_delta(values[row[1]][str(n)], None if row[1] == "BRS" else values["BRS"][str(n)])
+                    for n in matched]
+        if not matched:
+            gain.notes.append("The paper's sizes (" + ", ".join(fmt_size(int(n)) for n in values["BRS"])
+                              + ") are not in this run; no paper column.")
+    return [acc, gain]
+
+
+def _chain_rows(cells: list[Cell], key: tuple[str, int]) -> list[tuple[str, Cell | None]]:
+    """(ablation, cell) for each step of the chain at ``key``; the baseline is the untrained cell."""
+    return [(a, find(cells, "baseline") if a == "baseline" else find(cells, a, *key)) for a in CHAIN]
+
+
+def _step_name(ablation: str, data_label: str) -> str:
+    return data_label if ablation == "data" else STEP_NAMES[ablation]
+
+
+def table3(cells: list[Cell], paper: dict | None) -> Table | NotRun:
+    title = "Table 3: ablation"
+    key = chain_key(cells)
+    if key is None:
+        return NotRun("table3", title, "needs +HR, +L_HC or +L_EAC cells")
+    subset = f"{key[0]}-{fmt_size(key[1])}"
+    columns = ["Method", "Strongly Known", "Known", "Accuracy"]
+    p = paper["table3"] if paper else None
+    if p:
+        columns += ["Strongly Known (paper)", "Known (paper)", "Accuracy (paper)"]
+    rows, prev = [], None
+    for ablation, cell in _chain_rows(cells, key):
+        row = [_step_name(ablation, f"+ {subset}")]
+        if cell is None:
+            row += [NOT_RUN] * 3
+        else:
+            row += [with_delta(getattr(cell, f), None if prev is None else getattr(prev, f))
+                    for f in ("strongly_known", "known", "accuracy")]
+            prev = cell
+        if p:
+            row += [num(p["rows"][ablation][f]) for f in ("strongly_known", "known", "accuracy")]
+        rows.append(row)
+    notes = [f"{subset}; in parentheses: difference to the row above that was run (percentage points)."]
+    if p:
+        notes.append(f"Paper: {p['selection']}-{fmt_size(p['size'])}.")
+    return Table("table3", f"{title} on {subset} (%)", columns, rows, notes)
+
+
+def table2(cells: list[Cell], paper: dict | None) -> Table | NotRun:
+    title = "Table 2: Entity Prompt"
+    prompted = [c for c in cells if c.ablation in ("entity_prompt_infer", "entity_prompt_train")]
+    if not prompted:
+        return NotRun("table2", title, "needs entity_prompt_infer or entity_prompt_train cells")
+    keys = sorted({(c.selection, c.size) for c in prompted if c.ablation == "entity_prompt_train"},
+                  key=lambda k: (SELECTIONS.index(k[0]), k[1]))
+    if not keys and chain_key(cells):
+        keys = [chain_key(cells)]
+    entries = [("baseline", "Baseline", find(cells, "baseline")),
+               ("entity_prompt_infer", "Entity Prompt (Inference Only)", find(cells, "entity_prompt_infer"))]
+    for key in keys:
+        subset = f" ({key[0]}-{fmt_size(key[1])})"
+        entries += [("entity_prompt_train", "Entity Prompt (Training + Inference)" + subset,
+                     find(cells, "entity_prompt_train", *key)),
+                    ("eac", "EECA" + subset, find(cells, "eac", *key))]
+    columns = ["Method", "Strongly Known", "Known", "Accuracy"]
+    if paper:
+        columns += ["Strongly Known (paper)", "Known (paper)"]
+    rows = []
+    for ablation, name, cell in entries:
+        row = [name] + ([NOT_RUN] * 3 if cell is None else
+                        [num(cell.strongly_known), num(cell.known), num(cell.accuracy)])
+        if paper:
+            row += [num(paper["table2"][ablation][f]) for f in ("strongly_known", "known")]
+        rows.append(row)
+    return Table("table2", f"{title} (%)", columns, rows)
+
+
+def table4(cells: list[Cell], paper: dict | None) -> Table | NotRun:
+    title = "Table 4: generalisability across subsets"
+    size = table4_size(cells)
+    if size is None:
+        return NotRun("table4", title, "needs +HR, +L_HC or +L_EAC cells on at least two of HDS, HSS, LCS "
+                                       "at one size")
+    subsets = ("HDS", "HSS", "LCS")
+    p = paper["table4"]["accuracy"] if paper else None
+    columns = ["Method"]
+    for s in subsets:
+        columns += [f"{s}-{fmt_size(size)}"] + ([f"{s} (paper)"] if p else [])
+    base = find(cells, "baseline")
+    rows = []
+    for ablation in CHAIN:
+        row = [_step_name(ablation, f"+ {fmt_size(size)} Data")]
+        for s in subsets:
+            cell = base if ablation == "baseline" else find(cells, ablation, s, size)
+            row.append(NOT_RUN if cell is None else
+                       with_delta(cell.accuracy, None if base is None or ablation == "baseline" else base.accuracy))
+            if p:
+                row.append(num(p[s][ablation]))
+        rows.append(row)
+    notes = ["Accuracy (%); in parentheses: difference to the baseline (percentage points)."]
+    if p:
+        notes.append(f"Paper: {fmt_size(paper['table4']['size'])} subsets.")
+    return Table("table4", title, columns, rows, notes)
+
+
+def _counts(cell: Cell | None) -> list[str]:
+    return [NOT_RUN] * 5 if cell is None else [*(str(cell.count(lv)) for lv in LEVELS), str(cell.n_failed)]
+
+
+COUNT_COLUMNS = [*(LEVEL_NAMES[lv] for lv in LEVELS), "Failed"]
+
+
+def table6(cells: list[Cell], paper: dict | None) -> Table | NotRun:
+    title = "Table 6 (App. D.1): ablation, absolute counts"
+    key = chain_key(cells)
+    if key is None:
+        return NotRun("table6", title, "needs the cells of Table 3")
+    subset = f"{key[0]}-{fmt_size(key[1])}"
+    rows = []
+    for ablation, cell in _chain_rows(cells, key):
+        row = [_step_name(ablation, f"+ {subset}"), *_counts(cell)]
+        if paper:
+            row.append("/".join(map(str, paper["table6"][ablation])))
+        rows.append(row)
+    columns = ["Method", *COUNT_COLUMNS] + (["SK/K/WU/U (paper)"] if paper else [])
+    return Table("table6", f"{title} on {subset}", columns, rows)
+
+
+def table7(cells: list[Cell], paper: dict | None) -> Table | NotRun:
+    title = "Table 7 (App. D.2): generalisability, absolute counts"
+    size = table4_size(cells)
+    if size is None:
+        return NotRun("table7", title, "needs the cells of Table 4")
+
+    def paper_col(counts: list[int] | None) -> list[str]:
+        if not paper:
+            return []
+        return ["/".join(map(str, counts)) if counts else "not printed"]
+
+    rows = [["Baseline", *_counts(find(cells, "baseline")), *paper_col(paper and paper["table7"]["baseline"])]]
+    for s in ("HDS", "HSS", "LCS"):
+        rows.append([f"For {s}-{fmt_size(size)}", *[""] * 5, *([""] if paper else [])])
+        for ablation in CHAIN[1:]:
+            name = _step_name(ablation, "+ Data").replace("+ ", "+")
+            rows.append([name, *_counts(find(cells, ablation, s, size)),
+                         *paper_col(paper and paper["table7"][s].get(ablation))])
+    columns = ["Method", *COUNT_COLUMNS] + (["SK/K/WU/U (paper)"] if paper else [])
+    return Table("table7", title, columns, rows)
+
+
+def all_cells(cells: list[Cell]) -> Table:
+    """Every cell: level percentages, accuracy with its bootstrap 95% interval, and counts."""
+    rows = [[c.label, str(c.n), *(num(c.pct(lv)) for lv in LEVELS),
+             f"{num(c.accuracy)} [{num(c.acc_ci_low)}, {num(c.acc_ci_high)}]", *_counts(c), c.cell_id]
+            for c in sorted(cells, key=cell_order)]
+    columns = ["Cell", "n", *(f"{LEVEL_NAMES[lv]} %" for lv in LEVELS), "Accuracy % [95% CI]",
+               *COUNT_COLUMNS, "cell_id"]
+    return Table("cells", "Every cell: levels, accuracy with bootstrap 95% interval, counts", columns, rows)
+
+
+def paper_tables(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
+    """Tables 1-4 in the paper's order (Table 1 may come as two: accuracy and gain over baseline)."""
+    return [*table1(cells, paper), table2(cells, paper), table3(cells, paper), table4(cells, paper)]
+
+
+def count_tables(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
+    return [table6(cells, paper), table7(cells, paper), all_cells(cells)]

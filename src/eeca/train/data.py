@@ -1,0 +1,328 @@
+"""LLaVA-JSON dataset and collator for the three training stages (paper section 5.1, App. A; DESIGN 5-6).
+
+Reads LLaVA-style records (MGLD records and LLaVA-665k style: ``{"id", "image"?, "conversations":
+[{"from": "human"|"gpt"|"system", "value"}...]}``; text-only and multi-turn samples too) and turns
+each into model inputs:
+
+* Labels are assistant-only and come from the chat template's own spans: the template marks the
+  assistant turns with ``{% generation %}`` and ``apply_chat_template(..., return_assistant_tokens_mask=True)``
+  returns which tokens they cover. No string splitting with fixed offsets (LLaVA #1166, #779): a
+  template without ``{% generation %}`` is an error, since it would silently give an all-masked loss.
+* Images go through the processor, which gives ``pixel_values`` (LR) and, for EECA,
+  ``pixel_values_hr``; each ``<image>`` token is expanded to as many placeholders as the processor
+  expands it to (576 for LLaVA, 704 for EECA with the HR branch). Placeholders count in the maximum
+  length and are never truncated: a sample whose placeholders would be cut is an error naming it.
+* For L_EAC the record's ``entities`` are tokenised into ``entity_ids`` / ``entity_mask`` ([M, L]);
+  for L_HC its ``hierarchical_label`` becomes an index into a vocabulary built from the data
+  (saved with the model as ``config.hierarchical_labels``).
+* The Table 2 "Entity Prompt" baselines append the entities to the first question
+  (:func:`append_entity_prompt`; the same function serves inference).
+
+Collation pads text on the right with the tokenizer's explicit pad token (Llama-3 has no unk token,
+so ``pad = unk`` is never used) and stacks pixels. Rows of ``pixel_values``, ``pixel_values_hr``,
+``entity_ids``, ``entity_mask`` and ``hc_labels`` follow the images of the batch in order (one per
+image; MGLD samples have exactly one image each).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+IMAGE_TOKEN = "<image>"
+ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+_GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
+TEMPLATES_DIR = Path(__file__).with_name("templates")
+
+
+class DataError(ValueError):
+    """A training record is malformed or cannot be encoded; the message names file, record and field."""
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the training data is and how it is encoded.
+
+    ``path`` is a LLaVA JSON list or a JSONL file; ``image_root`` the folder record images are
+    relative to. ``entities`` / ``hierarchical_labels`` turn on the L_EAC / L_HC inputs (stage 3).
+    ``entity_prompt``: ``train_and_infer`` appends the entities to the first question at training
+    (paper Table 2, "Entity Prompt (Training + Inference)"); ``none`` leaves questions as they are.
+    ``chat_template``: ``tokenizer`` uses the tokenizer's own template (it must contain
+    ``{% generation %}``), ``llama3`` the shipped Llama-3 template, anything else a path to a Jinja file.
+    """
+
+    path: Path
+    image_root: Path | None = None
+    eval_path: Path | None = None
+    max_length: int = 2048
+    entities: bool = False
+    hierarchical_labels: bool = False
+    max_entities: int = 8
+    max_entity_tokens: int = 16
+    entity_prompt: str = "none"
+    chat_template: str = "tokenizer"
+    pad_token: str | None = None
+
+    def __post_init__(self):
+        if self.entity_prompt not in ("none", "train_and_infer"):
+            raise ValueError(f"entity_prompt must be 'none' or 'train_and_infer', got {self.entity_prompt!r}")
+        if self.max_length < 1 or self.max_entities < 1 or self.max_entity_tokens < 1:
+            raise ValueError("max_length, max_entities and max_entity_tokens must be >= 1")
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """LLaVA records from a JSON list or a JSONL file, checked field by field (errors name file and record)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        records = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise DataError(f"{path}: line {n}: invalid JSON: {e.msg}") from None
+    else:
+        try:
+            records = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
+        if not isinstance(records, list):
+            raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+    for i, r in enumerate(records):
+        _check_record(r, f"{path}: record {i} (id {r.get('id') if isinstance(r, dict) else None!r})")
+    return records
+
+
+def _check_record(r: Any, where: str) -> None:
+    if not isinstance(r, dict):
+        raise DataError(f"{where}: expected an object")
+    conv = r.get("conversations")
+    if not isinstance(conv, list) or not conv:
+        raise DataError(f"{where}: field 'conversations': expected a non-empty list")
+    for j, turn in enumerate(conv):
+        if not isinstance(turn, dict) or turn.get("from") not in ROLES or not isinstance(turn.get("value"), str):
+            raise DataError(f"{where}: field 'conversations[{j}]': expected {{'from': one of "
+                            f"{sorted(ROLES)}, 'value': str}}, got {turn!r}")
+    if not any(ROLES[t["from"]] == "assistant" for t in conv):
+        raise DataError(f"{where}: field 'conversations': no assistant ('gpt') turn to learn from")
+    image = r.get("image")
+    if image is not None and not (isinstance(image, str) or
+                                  (isinstance(image, list) and all(isinstance(x, str) for x in image))):
+        raise DataError(f"{where}: field 'image': expected a path or a list of paths, got {image!r}")
+    ents = r.get("entities")
+    if ents is not None and not (isinstance(ents, list) and all(isinstance(e, str) for e in ents)):
+        raise DataError(f"{where}: field 'entities': expected a list of strings, got {ents!r}")
+    hl = r.get("hierarchical_label")
+    if hl is not None and not isinstance(hl, str):
+        raise DataError(f"{where}: field 'hierarchical_label': expected a string, got {hl!r}")
+
+
+def image_paths(record: dict) -> list[str]:
+    image = record.get("image")
+    return [] if image is None else [image] if isinstance(image, str) else list(image)
+
+
+def append_entity_prompt(question: str, entities: Sequence[str]) -> str:
+    """The question with the entities appended (paper Table 2 "Entity Prompt" baselines)."""
+    if not entities:
+        return question
+    return f"{question}\nEntities: {', '.join(entities)}."
+
+
+def build_label_vocabulary(records: Sequence[dict]) -> list[str]:
+    """Sorted distinct hierarchical labels of the records (the L_HC classes)."""
+    return sorted({r["hierarchical_label"] for r in records if r.get("hierarchical_label")})
+
+
+def resolve_chat_template(tokenizer, choice: str) -> str:
+    """The Jinja chat template to train with; it must mark assistant turns with ``{% generation %}``."""
+    if choice == "tokenizer":
+        template = tokenizer.chat_template
+        origin = "the tokenizer's chat template"
+    else:
+        path = TEMPLATES_DIR / f"{choice}.jinja" if (TEMPLATES_DIR / f"{choice}.jinja").exists() else Path(choice)
+        if not path.exists():
+            raise DataError(f"chat_template {choice!r}: neither a shipped template "
+                            f"({', '.join(p.stem for p in TEMPLATES_DIR.glob('*.jinja'))}) nor a file")
+        template = path.read_text(encoding="utf-8")
+        origin = str(path)
+    if not isinstance(template, str) or not _GENERATION_TAG.search(template):
+        raise DataError(f"{origin} has no {{% generation %}} block, so assistant tokens cannot be found "
+                        "from the template; set data.chat_template to 'llama3' or to a template file that has one")
+    return template
+
+
+def set_pad_token(tokenizer, pad_token: str | None) -> bool:
+    """Make sure the tokenizer has an explicit pad token; returns True when a new token was added.
+
+    Never falls back to unk (Llama-3 has none, LLaVA #371) nor to eos (padding would then be
+    indistinguishable from the end of an answer in the labels' neighbourhood).
+    """
+    if pad_token is not None:
+        added = pad_token not in tokenizer.get_vocab()
+        tokenizer.add_special_tokens({"pad_token": pad_token})
+        return added
+    if tokenizer.pad_token is not None:
+        return False
+    for candidate in ("<|finetune_right_pad_id|>", "<pad>"):  # Llama-3's reserved pad token first
+        if candidate in tokenizer.get_vocab():
+            tokenizer.add_special_tokens({"pad_token": candidate})
+            return False
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    return True
+
+
+class LlavaJsonDataset(Dataset):
+    """Encodes LLaVA records lazily: tokens, assistant-only labels, pixels, entities, hc label."""
+
+    def __init__(self, records: list[dict], processor, cfg: DataConfig, chat_template: str,
+                 label_vocabulary: Sequence[str] = (), source: str = "<records>"):
+        self.records, self.processor, self.cfg = records, processor, cfg
+        self.tokenizer = processor.tokenizer if hasattr(processor, "tokenizer") else processor
+        self.chat_template, self.source = chat_template, source
+        self.label_index = {name: i for i, name in enumerate(label_vocabulary)}
+        self.image_token = getattr(processor, "image_token", IMAGE_TOKEN)
+        self.image_token_id = self.tokenizer.convert_tokens_to_ids(self.image_token)
+        if self.tokenizer.pad_token_id is None:
+            raise DataError("the tokenizer has no pad token; call set_pad_token first")
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def where(self, i: int) -> str:
+        return f"{self.source}: record {i} (id {self.records[i].get('id')!r})"
+
+    def modality_lengths(self) -> list[int]:
+        """Approximate lengths, negative for text-only samples (for modality-grouped sampling)."""
+        out = []
+        for r in self.records:
+            words = sum(len(t["value"].split()) for t in r["conversations"])
+            out.append(words + 128 if image_paths(r) else -words)
+        return out
+
+    def messages(self, record: dict) -> list[dict]:
+        """Chat messages of a record: roles mapped, ``<image>`` kept, entities appended when asked."""
+        msgs = [{"role": ROLES[t["from"]], "content": t["value"]} for t in record["conversations"]]
+        if self.cfg.entity_prompt == "train_and_infer" and record.get("entities"):
+            first_user = next(m for m in msgs if m["role"] == "user")
+            first_user["content"] = append_entity_prompt(first_user["content"], record["entities"])
+        return msgs
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        record, where = self.records[i], self.where(i)
+        msgs = self.messages(record)
+        enc = self.tokenizer.apply_chat_template(
+            msgs, chat_template=self.chat_template, tokenize=True, return_dict=True,
+            return_assistant_tokens_mask=True)
+        ids, assistant = list(enc["input_ids"]), list(enc["assistant_masks"])
+        paths = image_paths(record)
+        n_tags = ids.count(self.image_token_id)
+        if n_tags != len(paths):
+            raise DataError(f"{where}: {n_tags} {self.image_token} token(s) in the conversation but "
+                            f"{len(paths)} image(s) in field 'image'")
+        item: dict[str, Any] = {}
+        n_placeholders = 0
+        if paths:
+            images = [self._load_image(p, where) for p in paths]
+            px = self.processor(images=images, text=[self.image_token * len(images)], return_tensors="pt")
+            n_placeholders = int((px["input_ids"] == self.image_token_id).sum()) // len(images)
+            item["pixel_values"] = px["pixel_values"]  # [n_img, 3, S, S]
+            if px.get("pixel_values_hr") is not None:
+                item["pixel_values_hr"] = px["pixel_values_hr"]  # [n_img, G*G, 3, S, S]
+        input_ids, labels = [], []
+        for tok, is_assistant in zip(ids, assistant, strict=True):
+            if tok == self.image_token_id:
+                input_ids += [tok] * n_placeholders
+                labels += [-100] * n_placeholders
+            else:
+                input_ids.append(tok)
+                labels.append(tok if is_assistant else -100)
+        if len(input_ids) > self.cfg.max_length:
+            last_placeholder = max((k for k, t in enumerate(input_ids) if t == self.image_token_id), default=-1)
+            if last_placeholder >= self.cfg.max_length:
+                raise DataError(f"{where}: {len(input_ids)} tokens with image placeholders up to position "
+                                f"{last_placeholder}; max_length {self.cfg.max_length} would cut through them "
+                                "(raise data.max_length or shorten the sample)")
+            input_ids, labels = input_ids[: self.cfg.max_length], labels[: self.cfg.max_length]
+        item["input_ids"] = torch.tensor(input_ids)
+        item["labels"] = torch.tensor(labels)
+        if paths and (self.cfg.entities or self.cfg.hierarchical_labels):
+            # L_EAC / L_HC rows follow the images; text-only samples contribute none
+            if len(paths) != 1:
+                raise DataError(f"{where}: L_EAC / L_HC need one image per sample, got {len(paths)}")
+            if self.cfg.entities:
+                item["entity_ids"], item["entity_mask"] = self._entities(record)
+            if self.cfg.hierarchical_labels:
+                label = record.get("hierarchical_label")
+                if label and label not in self.label_index:
+                    raise DataError(f"{where}: field 'hierarchical_label': {label!r} is not in the model's "
+                                    f"label vocabulary ({len(self.label_index)} labels)")
+                item["hc_labels"] = torch.tensor([self.label_index[label] if label else -100])
+        return item
+
+    def _load_image(self, rel: str, where: str) -> Image.Image:
+        root = Path(self.cfg.image_root) if self.cfg.image_root else Path(".")
+        path = root / rel
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except (OSError, ValueError) as e:
+            raise DataError(f"{where}: field 'image': cannot read {path}: {e}") from None
+
+    def _entities(self, record: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        names = (record.get("entities") or [])[: self.cfg.max_entities]
+        toks = [self.tokenizer(e, add_special_tokens=False)["input_ids"][: self.cfg.max_entity_tokens]
+                for e in names]
+        toks = [t for t in toks if t]
+        width = max((len(t) for t in toks), default=1)
+        ids = torch.full((1, max(len(toks), 1), width), self.tokenizer.pad_token_id)  # [1, M, L]
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        for m, t in enumerate(toks):
+            ids[0, m, : len(t)] = torch.tensor(t)
+            mask[0, m, : len(t)] = True
+        return ids, mask
+
+
+@dataclass
+class LlavaCollator:
+    """Pads token rows on the right (explicit pad id, labels -100) and stacks per-image tensors."""
+
+    pad_token_id: int
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = max(len(it["input_ids"]) for it in items)
+        batch = {
+            "input_ids": torch.full((len(items), length), self.pad_token_id),  # [B, T]
+            "attention_mask": torch.zeros(len(items), length, dtype=torch.long),
+            "labels": torch.full((len(items), length), -100),
+        }
+        for b, it in enumerate(items):
+            n = len(it["input_ids"])
+            batch["input_ids"][b, :n] = it["input_ids"]
+            batch["attention_mask"][b, :n] = 1
+            batch["labels"][b, :n] = it["labels"]
+        for key in ("pixel_values", "pixel_values_hr", "hc_labels"):
+            rows = [it[key] for it in items if key in it]
+            if rows:
+                batch[key] = torch.cat(rows)
+        if any("entity_ids" in it for it in items):
+            ents = [it for it in items if "entity_ids" in it]
+            m = max(it["entity_ids"].shape[1] for it in ents)
+            w = max(it["entity_ids"].shape[2] for it in ents)
+            ids = torch.full((len(ents), m, w), self.pad_token_id)  # [B_img, M, L]
+            mask = torch.zeros(len(ents), m, w, dtype=torch.bool)
+            for b, it in enumerate(ents):
+                _, mi, wi = it["entity_ids"].shape
+                ids[b, :mi, :wi] = it["entity_ids"][0]
+                mask[b, :mi, :wi] = it["entity_mask"][0]
+            batch["entity_ids"], batch["entity_mask"] = ids, mask
+        return batch

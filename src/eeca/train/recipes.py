@@ -1,0 +1,360 @@
+"""The three training stages as one recipe driven by a YAML ``TrainConfig`` (paper 5.1, App. A Table 5).
+
+* Stage 1 (feature alignment): projectors + resampler trained, vision tower and LLM frozen.
+* Stage 2 (instruction tuning): the LLM trained too.
+* Stage 3 (EECA): an MGLD subset with L_LM + L_HC + L_EAC.
+
+Which modules train is data, not code: ``trainable`` names groups of parameters (``vision_tower``,
+``projector``, ``resampler``, ``hc_head``, ``eac_temperature``, ``llm``) and ``freeze`` lists extra
+name prefixes to freeze. Every parameter must belong to exactly one group, so a new module can never
+be silently frozen or trained. With ``lora.enabled`` the LLM gets LoRA adapters (PEFT) and the other
+trainable groups are trained fully and saved with the adapter (``modules_to_save``).
+
+The run writes the resolved config (``train_config.yaml``) into the output folder and into every
+checkpoint, resumes from the latest complete checkpoint after a kill, and ends with the model (or
+adapter), the processor and ``trainer_state.json`` (the loss curves) in ``output_dir``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from eeca.config import dump_config, load_config
+from eeca.io import atomic_write
+from eeca.train.data import (
+    DataConfig,
+    LlavaCollator,
+    LlavaJsonDataset,
+    build_label_vocabulary,
+    read_records,
+    resolve_chat_template,
+    set_pad_token,
+)
+
+log = logging.getLogger(__name__)
+
+# named parameter groups -> parameter-name prefixes (HF LLaVA layout, plus EECA's HR modules and heads)
+GROUPS: dict[str, tuple[str, ...]] = {
+    "vision_tower": ("model.vision_tower.",),
+    "projector": ("model.multi_modal_projector.", "model.hr_projector."),
+    "resampler": ("model.hr_resampler.",),
+    "hc_head": ("hc_head.",),
+    "eac_temperature": ("eac_logit_scale",),
+    "llm": ("model.language_model.", "lm_head."),
+}
+LORA_LLM_MODULES = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+CONFIG_NAME = "train_config.yaml"
+
+
+@dataclass(frozen=True)
+class ModelInit:
+    """Where the model comes from: an existing checkpoint (eeca or llava-hf), or a CLIP + LLM pair.
+
+    ``architecture``: ``eeca`` (EECA model; HR branch etc. from ``config_overrides``) or ``llava``
+    (plain HF LLaVA, the baseline without EECA's extras).
+    """
+
+    checkpoint: Path | None = None
+    vision_path: Path | None = None
+    llm_path: Path | None = None
+    architecture: Literal["eeca", "llava"] = "eeca"
+    config_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if (self.checkpoint is None) == (self.vision_path is None or self.llm_path is None):
+            raise ValueError("give either model.checkpoint, or model.vision_path and model.llm_path")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """LoRA on the LLM's attention and MLP projections (LLaVA-1.5's LoRA recipe: r 128, alpha 256)."""
+
+    enabled: bool = False
+    r: int = 128
+    alpha: int = 256
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: list(LORA_LLM_MODULES))
+
+
+@dataclass(frozen=True)
+class OptimSettings:
+    """The subset of ``transformers.TrainingArguments`` a recipe sets (Table 5 defaults)."""
+
+    per_device_train_batch_size: int = 16
+    per_device_eval_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 2e-5
+    mm_learning_rate: float | None = None
+    lr_scheduler_type: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.0
+    optim: Literal["adamw_torch", "adamw_torch_fused", "sgd"] = "adamw_torch"
+    max_grad_norm: float = 1.0
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    bf16: bool = False
+    deepspeed: Path | None = None
+    gradient_checkpointing: bool = False
+    logging_steps: int = 1
+    save_steps: int = 500
+    save_total_limit: int | None = 1
+    eval_steps: int | None = None
+    seed: int = 42
+    dataloader_num_workers: int = 0
+    group_by_modality_length: bool = False
+    report_to: str = "none"
+    use_cpu: bool = False  # several CPU processes (gloo) under torchrun / accelerate launch
+
+    def __post_init__(self):
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
+            raise ValueError("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training stage: model init, data, trainable groups, optimisation, LoRA."""
+
+    stage: Literal[1, 2, 3]
+    output_dir: Path
+    model: ModelInit
+    data: DataConfig
+    trainable: list[str]
+    freeze: list[str] = field(default_factory=list)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    resume: bool = True
+
+    def __post_init__(self):
+        unknown = sorted(set(self.trainable) - set(GROUPS))
+        if unknown or not self.trainable:
+            raise ValueError(f"trainable must name groups from {sorted(GROUPS)}, got {self.trainable}")
+        if self.lora.enabled and "llm" not in self.trainable:
+            raise ValueError("lora.enabled trains the LLM through adapters: add 'llm' to trainable")
+        if self.lora.enabled and self.model.checkpoint is None:
+            raise ValueError("lora.enabled needs model.checkpoint (the base the adapter is merged into)")
+
+
+# ---- model --------------------------------------------------------------------------------------
+def model_class(architecture: str):
+    if architecture == "llava":
+        from transformers import LlavaForConditionalGeneration
+
+        return LlavaForConditionalGeneration
+    from eeca.model import EecaForConditionalGeneration
+
+    return EecaForConditionalGeneration
+
+
+def load_model_and_processor(init: ModelInit, extra: dict[str, Any]):
+    """The model to train and its processor; ``extra`` adds config values (e.g. the label vocabulary)."""
+    from transformers import AutoProcessor
+
+    overrides = {**init.config_overrides, **extra}
+    if init.checkpoint is not None:
+        model = model_class(init.architecture).from_pretrained(init.checkpoint, **overrides)
+        return model, AutoProcessor.from_pretrained(init.checkpoint)
+    from eeca.model.build import build_eeca
+
+    return build_eeca(init.vision_path, init.llm_path, overrides)
+
+
+def checkpoint_label_vocabulary(init: ModelInit) -> list[str]:
+    """The L_HC vocabulary an existing checkpoint already carries (empty when none)."""
+    if init.checkpoint is None:
+        return []
+    config = json.loads((Path(init.checkpoint) / "config.json").read_text(encoding="utf-8"))
+    return list(config.get("hierarchical_labels") or [])
+
+
+def parameter_groups(model) -> dict[str, list[str]]:
+    """Each group's parameter names; an error names any parameter in no group or in two."""
+    out: dict[str, list[str]] = {g: [] for g in GROUPS}
+    for name, _ in model.named_parameters():
+        hits = [g for g, prefixes in GROUPS.items() if name.startswith(prefixes)]
+        if len(hits) != 1:
+            raise ValueError(f"parameter {name!r} belongs to {len(hits)} groups of {sorted(GROUPS)}; "
+                             "extend eeca.train.recipes.GROUPS for this model")
+        out[hits[0]].append(name)
+    return out
+
+
+def set_trainable(model, trainable: list[str], freeze: list[str]) -> dict[str, int]:
+    """Freeze everything but the ``trainable`` groups, then the ``freeze`` prefixes; counts per group."""
+    groups = parameter_groups(model)
+    train_names = {n for g in trainable for n in groups[g]}
+    counts = dict.fromkeys(GROUPS, 0)
+    owner = {n: g for g, names in groups.items() for n in names}
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in train_names and not name.startswith(tuple(freeze)))
+        if p.requires_grad:
+            counts[owner[name]] += p.numel()
+    return counts
+
+
+def apply_lora(model, cfg: TrainConfig):
+    """Wrap the LLM with LoRA; the other trainable groups' modules are trained fully and saved with it."""
+    from peft import LoraConfig, get_peft_model
+
+    modules_to_save = sorted({prefix.split(".")[-2] for g in cfg.trainable if g not in ("llm", "eac_temperature")
+                              for prefix in GROUPS[g]})
+    modules_to_save = [m for m in modules_to_save if any(n.endswith(f".{m}") or n == m
+                                                         for n, _ in model.named_modules())]
+    lora = LoraConfig(r=cfg.lora.r, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                      target_modules=rf"model\.language_model\..*\.({'|'.join(map(re.escape, cfg.lora.target_modules))})",
+                      modules_to_save=modules_to_save or None, task_type="CAUSAL_LM")
+    model = get_peft_model(model, lora)
+    if "eac_temperature" in cfg.trainable:
+        # a bare parameter, not a module: PEFT freezes it; it only scales L_EAC, so it is trained
+        # here and not needed by the merged model for generation
+        for name, p in model.named_parameters():
+            if name.endswith("eac_logit_scale"):
+                p.requires_grad_(True)
+    return model
+
+
+# ---- checkpoints --------------------------------------------------------------------------------
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The highest-step ``checkpoint-N`` that was completely written (``trainer_state.json`` is written last)."""
+    found = []
+    for d in Path(output_dir).glob("checkpoint-*"):
+        m = re.fullmatch(r"checkpoint-(\d+)", d.name)
+        if m and (d / "trainer_state.json").exists():
+            found.append((int(m.group(1)), d))
+    return max(found)[1] if found else None
+
+
+def save_adapter_base_config(model, folder: Path) -> None:
+    """Beside a LoRA adapter, the base model's config (label vocabulary, HR settings) for merging."""
+    if model is not None and hasattr(model, "peft_config"):
+        model.get_base_model().config.save_pretrained(folder)
+
+
+def _config_callback(text: str):
+    from transformers import TrainerCallback
+
+    class SaveResolvedConfig(TrainerCallback):
+        """Writes the resolved config into each checkpoint, so any checkpoint says how it was made."""
+
+        def on_save(self, args, state, control, model=None, **kwargs):
+            if state.is_world_process_zero:
+                folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                atomic_write(folder / CONFIG_NAME, text)
+                save_adapter_base_config(model, folder)
+
+    return SaveResolvedConfig()
+
+
+# ---- the recipe ---------------------------------------------------------------------------------
+def training_arguments(cfg: TrainConfig, has_eval: bool):
+    from transformers import TrainingArguments
+
+    o = cfg.optim
+    return TrainingArguments(
+        output_dir=str(cfg.output_dir), per_device_train_batch_size=o.per_device_train_batch_size,
+        per_device_eval_batch_size=o.per_device_eval_batch_size,
+        gradient_accumulation_steps=o.gradient_accumulation_steps, learning_rate=o.learning_rate,
+        lr_scheduler_type=o.lr_scheduler_type, warmup_steps=o.warmup_ratio, weight_decay=o.weight_decay,
+        optim=o.optim, max_grad_norm=o.max_grad_norm, num_train_epochs=o.num_train_epochs, max_steps=o.max_steps,
+        bf16=o.bf16, deepspeed=str(o.deepspeed) if o.deepspeed else None,
+        gradient_checkpointing=o.gradient_checkpointing, logging_steps=o.logging_steps, save_strategy="steps",
+        save_steps=o.save_steps, save_total_limit=o.save_total_limit,
+        eval_strategy="steps" if has_eval and o.eval_steps else "no", eval_steps=o.eval_steps, seed=o.seed,
+        data_seed=o.seed, dataloader_num_workers=o.dataloader_num_workers, report_to=o.report_to,
+        remove_unused_columns=False,  # pixel_values_hr, entity_ids, hc_labels are not in every signature
+        # only the LM labels decide whether a batch has a loss (EECA's forward also takes hc_labels,
+        # which stages 1-2 do not have: the Trainer would otherwise skip their eval loss)
+        label_names=["labels"],
+        save_only_model=False, disable_tqdm=False, use_cpu=o.use_cpu)
+
+
+def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+    """Train one stage; returns a summary (steps, first/last train and eval losses, wall time).
+
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (progress hooks, timers).
+    """
+    from transformers import set_seed
+
+    from eeca.train.trainer import EecaTrainer
+
+    t0 = time.time()
+    records = read_records(cfg.data.path)
+    extra: dict[str, Any] = {}
+    if cfg.data.hierarchical_labels:
+        vocab = checkpoint_label_vocabulary(cfg.model) or build_label_vocabulary(records)
+        extra.update(hierarchical_labels=vocab)  # the L_HC head's size is the vocabulary's length
+    set_seed(cfg.optim.seed)  # newly initialised modules (e.g. the L_HC head) start the same in every run
+    model, processor = load_model_and_processor(cfg.model, extra)
+    tokenizer = processor.tokenizer
+    if set_pad_token(tokenizer, cfg.data.pad_token):
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    template = resolve_chat_template(tokenizer, cfg.data.chat_template)
+    tokenizer.chat_template = template  # saved with the processor, used again at inference
+    labels = extra.get("hierarchical_labels", [])
+    train_ds = LlavaJsonDataset(records, processor, cfg.data, template, labels, str(cfg.data.path))
+    eval_ds = None
+    if cfg.data.eval_path is not None:
+        eval_ds = LlavaJsonDataset(read_records(cfg.data.eval_path), processor, cfg.data, template, labels,
+                                   str(cfg.data.eval_path))
+    counts = set_trainable(model, cfg.trainable, cfg.freeze)
+    if cfg.optim.gradient_checkpointing:
+        model.enable_input_require_grads()  # frozen embeddings would otherwise cut the checkpointed graph
+    if cfg.lora.enabled:
+        model = apply_lora(model, cfg)
+    text = dump_config(cfg)
+    Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
+    atomic_write(Path(cfg.output_dir) / CONFIG_NAME, text)
+    trainer = EecaTrainer(
+        model=model, args=training_arguments(cfg, eval_ds is not None), train_dataset=train_ds,
+        eval_dataset=eval_ds, data_collator=LlavaCollator(tokenizer.pad_token_id), processing_class=processor,
+        callbacks=[_config_callback(text), *callbacks], mm_learning_rate=cfg.optim.mm_learning_rate,
+        group_by_modality_length=cfg.optim.group_by_modality_length)
+    resume = latest_checkpoint(cfg.output_dir) if cfg.resume else None
+    eval_start = trainer.evaluate()["eval_loss"] if eval_ds is not None and resume is None else None
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    eval_end = trainer.evaluate()["eval_loss"] if eval_ds is not None else None
+    trainer.save_model(str(cfg.output_dir))
+    if trainer.is_world_process_zero():
+        save_adapter_base_config(trainer.model, Path(cfg.output_dir))
+    trainer.save_state()
+    train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    summary = {"stage": cfg.stage, "steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
+               "train_loss_first": train_losses[0] if train_losses else None,
+               "train_loss_last": train_losses[-1] if train_losses else None,
+               "train_loss_mean": result.training_loss, "eval_loss_start": eval_start, "eval_loss_end": eval_end,
+               "trainable_parameters": counts, "wall_s": round(time.time() - t0, 1)}
+    if trainer.is_world_process_zero():
+        atomic_write(Path(cfg.output_dir) / "train_summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+def train_command(config: str, overrides: list[str]) -> None:
+    """Train one stage (1 projectors, 2 instruction tuning, 3 EECA on MGLD) from a YAML recipe.
+
+    Writes the model (or LoRA adapter), its processor, trainer_state.json (loss curves),
+    train_config.yaml (the resolved config) and train_summary.json into output_dir; rerunning
+    resumes from the latest complete checkpoint there.
+
+    Args:
+        config: recipe YAML, e.g. configs/synth/stage3.yaml or configs/paper/stage3.yaml
+        overrides: field=value settings applied on top, e.g. optim.max_steps=10 output_dir=runs/x
+    """
+    from accelerate import PartialState
+
+    cfg = load_config(TrainConfig, config, overrides)
+    s = run(cfg)
+    if not PartialState().is_main_process:
+        return
+    evals = f", eval loss {s['eval_loss_start']:.4f} -> {s['eval_loss_end']:.4f}" if s["eval_loss_end"] is not None else ""
+    print(f"trained stage {cfg.stage}: {s['steps']} steps, train loss {s['train_loss_first']} -> "
+          f"{s['train_loss_last']}{evals}, {s['wall_s']} s -> {cfg.output_dir}")
+

@@ -1,0 +1,305 @@
+"""`eeca report`: tables with hand-computed numbers and deltas, a self-contained HTML, the markdown twin,
+missing inputs, bad inputs, determinism, and no torch import."""
+
+import base64
+import json
+import os
+import re
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from cli_env import eeca_env
+
+LEVELS = ("strongly_known", "known", "weakly_unknown", "unknown")
+N = 100
+
+# (selection, size, ablation) -> (Strongly Known, Known, Weakly Unknown) counts out of N = 100, so the
+# counts are also the percentages; Unknown is the rest.
+CELLS = {
+    ("none", 0, "baseline"): (4, 6, 10),
+    ("none", 0, "entity_prompt_infer"): (5, 3, 10),
+    ("BRS", 20, "data"): (12, 8, 10), ("BRS", 40, "data"): (18, 12, 10),
+    ("LCS", 20, "data"): (8, 6, 10), ("LCS", 40, "data"): (9, 7, 10),
+    ("HSS", 20, "data"): (13, 9, 10), ("HSS", 40, "data"): (20, 14, 10),
+    ("HDS", 20, "data"): (15, 10, 10), ("HDS", 40, "data"): (22, 16, 10),
+    ("HSS", 40, "hr"): (21, 12, 10), ("HSS", 40, "hc"): (22, 13, 10), ("HSS", 40, "eac"): (24, 13, 10),
+    ("HSS", 40, "entity_prompt_train"): (30, 10, 10),
+    ("HDS", 20, "hr"): (17, 10, 10), ("HDS", 20, "hc"): (18, 10, 11), ("HDS", 20, "eac"): (19, 11, 10),
+    ("HSS", 20, "hr"): (14, 9, 10),
+}
+
+
+def write_run(run: Path, cells=CELLS, judges=("rule",), metrics=True, analysis=True, size_scale=1) -> Path:
+    rows = []
+    for judge, ((sel, size, abl), (sk, k, wu)) in ((j, kv) for j in judges for kv in cells.items()):
+        counts = dict(zip(LEVELS, (sk, k, wu, N - sk - k - wu), strict=True))
+        cell_id = f"{sel}-{size * size_scale}-{abl}"
+        row = {"cell_id": cell_id, "table": "table1", "selection": sel, "size": size * size_scale,
+               "ablation": abl, "judge": judge, "n": N, "n_failed": 0,
+               **{lv: 100.0 * c / N for lv, c in counts.items()}, "accuracy": 100.0 * (sk + k) / N,
+               "acc_ci_low": (sk + k) - 3.5, "acc_ci_high": (sk + k) + 4.0,
+               **{f"count_{lv}": c for lv, c in counts.items()}, "cell_dir": f"cells/{cell_id}"}
+        rows.append(row)
+        if metrics:
+            d = run / "cells" / cell_id
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "metrics.json").write_text(json.dumps(
+                {"n": N, "n_failed": 0, "counts": counts, "percentages": {lv: row[lv] for lv in LEVELS},
+                 "accuracy": row["accuracy"]}))
+    run.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(rows), run / "results.parquet")
+    if analysis:
+        a = run / "analysis"
+        a.mkdir(exist_ok=True)
+        labels = ["tower", "church", "bridge", "lake"]
+        pts = [{"id": f"{s}{i:03d}", "subset": s, "x": float((i * 7) % 23 + 30 * j), "y": float((i * 5) % 19),
+                "hierarchical_label": labels[i % 4]}
+               for j, s in enumerate(("HDS", "HSS", "LCS", "BRS")) for i in range(40)]
+        pq.write_table(pa.Table.from_pylist(pts), a / "tsne.parquet")
+        pq.write_table(pa.Table.from_pylist(
+            [{"subset": s, "hierarchical_label": lb, "count": 3 + i + 2 * j}
+             for j, s in enumerate(("HDS", "HSS", "LCS")) for i, lb in enumerate(labels)]),
+            a / "category_counts.parquet")
+        (a / "probe.json").write_text(json.dumps({"auroc": {"s_gt": 0.8125, "rsr": 0.9}, "n": 400}))
+    return run
+
+
+class Page(HTMLParser):
+    """Collects tables (id -> rows of cell texts), img srcs and every src/href attribute."""
+
+    def __init__(self):
+        super().__init__()
+        self.tables, self.imgs, self.links = {}, [], []
+        self._table = self._row = self._cell = None
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.links += [v for k, v in attrs if k in ("src", "href")]
+        if tag == "img":
+            self.imgs.append(a.get("src", ""))
+        elif tag == "table":
+            self._table = self.tables.setdefault(a.get("id"), [])
+        elif tag == "tr" and self._table is not None:
+            self._row = []
+            self._table.append(self._row)
+        elif tag in ("td", "th") and self._row is not None:
+            self._cell = ""
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self._cell is not None:
+            self._row.append(self._cell)
+            self._cell = None
+        elif tag == "table":
+            self._table = None
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell += data
+
+
+def parse(path: Path) -> Page:
+    page = Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def row(table, first):
+    return next(r for r in table if r[0] == first)
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory):
+    run = write_run(tmp_path_factory.mktemp("run") / "run")
+    proc = subprocess.run([sys.executable, "-m", "eeca", "report", str(run)], capture_output=True, text=True,
+                          env=eeca_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return run / "report", proc.stdout
+
+
+def test_table1_accuracy_and_gain_with_deltas_against_brs(full_report):
+    page = parse(full_report[0] / "report.html")
+    acc = page.tables["table1"]
+    assert acc[0] == ["Category", "Selection", "20", "40"]
+    assert [r[1] for r in acc[1:]] == ["BRS", "LCS", "HSS", "HDS"]
+    assert row(acc, "Reference")[2:] == ["20.00", "30.00"]
+    assert row(acc, "VE-Unknown")[2:] == ["14.00 (-6.00)", "16.00 (-14.00)"]
+    assert acc[4][2:] == ["25.00 (+5.00)", "38.00 (+8.00)"]
+    gain = page.tables["table1_gain"]  # 100 * (acc - 10) / 10, the paper's unit
+    assert gain[1][2:] == ["100.00", "200.00"]
+    assert gain[4][2:] == ["150.00 (+50.00)", "280.00 (+80.00)"]
+    assert row(gain, "VE-Unknown")[2:] == ["40.00 (-60.00)", "60.00 (-140.00)"]
+
+
+def test_table3_deltas_against_previous_row(full_report):
+    t3 = parse(full_report[0] / "report.html").tables["table3"]
+    assert t3[0] == ["Method", "Strongly Known", "Known", "Accuracy"]
+    assert t3[1] == ["Baseline", "4.00", "6.00", "10.00"]
+    assert t3[2] == ["+ HSS-40", "20.00 (+16.00)", "14.00 (+8.00)", "34.00 (+24.00)"]
+    assert t3[3] == ["+ HR Branch", "21.00 (+1.00)", "12.00 (-2.00)", "33.00 (-1.00)"]
+    assert t3[4] == ["+ L_HC", "22.00 (+1.00)", "13.00 (+1.00)", "35.00 (+2.00)"]
+    assert t3[5] == ["+ L_EAC", "24.00 (+2.00)", "13.00 (+0.00)", "37.00 (+2.00)"]
+
+
+def test_table2_and_table4_and_counts(full_report):
+    page = parse(full_report[0] / "report.html")
+    t2 = page.tables["table2"]
+    assert row(t2, "Entity Prompt (Inference Only)")[1:] == ["5.00", "3.00", "8.00"]
+    assert row(t2, "Entity Prompt (Training + Inference) (HSS-40)")[1:] == ["30.00", "10.00", "40.00"]
+    assert row(t2, "EECA (HSS-40)")[1:] == ["24.00", "13.00", "37.00"]
+    t4 = page.tables["table4"]  # size 20: HDS and HSS have steps beyond +data; deltas against the baseline
+    assert t4[0] == ["Method", "HDS-20", "HSS-20", "LCS-20"]
+    assert row(t4, "Baseline")[1:] == ["10.00"] * 3
+    assert row(t4, "+ 20 Data")[1:] == ["25.00 (+15.00)", "22.00 (+12.00)", "14.00 (+4.00)"]
+    assert row(t4, "+ HR Branch")[1:] == ["27.00 (+17.00)", "23.00 (+13.00)", "not run"]
+    assert row(t4, "+ L_EAC")[1:] == ["30.00 (+20.00)", "not run", "not run"]
+    t6 = page.tables["table6"]
+    assert row(t6, "+ L_EAC")[1:] == ["24", "13", "10", "53", "0"]
+    t7 = page.tables["table7"]
+    hds = [r[0] for r in t7].index("For HDS-20")
+    assert t7[hds + 3][1:] == ["18", "10", "11", "61", "0"]  # +L_HC of HDS-20
+    cells = page.tables["cells"]
+    assert len(cells) == 1 + len(CELLS)
+    assert row(cells, "HSS-40 EECA")[6:] == ["37.00 [33.50, 41.00]", "24", "13", "10", "53", "0", "HSS-40-eac"]
+
+
+def test_html_is_self_contained_and_markdown_twin(full_report):
+    out = full_report[0]
+    page = parse(out / "report.html")
+    assert not [link for link in page.links if re.match(r"\s*(https?:)?//", link)]
+    text = (out / "report.html").read_text()
+    assert "<script" not in text and "<link" not in text and "url(" not in text and "@import" not in text
+    pngs = sorted(out.glob("*.png"))
+    names = {p.stem for p in pngs}
+    assert {"fig3_tsne", "fig4_categories", "fig5_accuracy_vs_size", "levels", "accuracy_ci"} <= names
+    assert len(page.imgs) == len(pngs)
+    for src in page.imgs:
+        assert src.startswith("data:image/png;base64,")
+        assert base64.b64decode(src.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert sorted(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)) == sorted(p.name for p in pngs)
+    assert "| + L_HC | 22.00 (+1.00) | 13.00 (+1.00) | 35.00 (+2.00) |" in md
+    assert "| auroc.s_gt | 0.8125 |" in md
+    assert "Everything the report can show was found" in md
+    assert "eeca report: 18 cells" in full_report[1]
+
+
+def test_missing_inputs_are_listed_not_fatal(tmp_path, run_eeca):
+    few = {k: v for k, v in CELLS.items() if k[2] in ("baseline", "eac")}
+    run = write_run(tmp_path / "run", cells=few, metrics=False, analysis=False)
+    run_eeca("report", run, "--out", tmp_path / "out")
+    md = (tmp_path / "out" / "report.md").read_text()
+    for title in ("Table 1: accuracy by data selection and size", "Table 2: Entity Prompt",
+                  "Table 4: generalisability across subsets", "Figure 3: t-SNE of the subsets",
+                  "Figure 4: category distribution"):
+        assert f"**{title}**: not run" in md
+    t3 = parse(tmp_path / "out" / "report.html").tables["table3"]  # only baseline and +L_EAC were run
+    assert t3[2][1:] == ["not run"] * 3
+    assert t3[5] == ["+ L_EAC", "24.00 (+20.00)", "13.00 (+7.00)", "37.00 (+27.00)"]
+    assert f"- Missing: {run / 'analysis' / 'tsne.parquet'} not found." in md
+    assert "metrics.json not found" in md
+
+
+def test_metrics_mismatch_and_failures_are_reported(tmp_path, run_eeca):
+    run = write_run(tmp_path / "run", analysis=False)
+    path = run / "cells" / "HSS-40-eac" / "metrics.json"
+    m = json.loads(path.read_text())
+    m["counts"]["known"] = 12
+    path.write_text(json.dumps(m))
+    rows = pq.read_table(run / "results.parquet").to_pylist()
+    rows[0].update(n_failed=3, acc_ci_high=rows[0]["accuracy"] - 1)
+    pq.write_table(pa.Table.from_pylist(rows), run / "results.parquet")
+    run_eeca("report", run)
+    md = (run / "report" / "report.md").read_text()
+    assert re.search(r"Check: HSS-40-eac: .*metrics.json disagrees with results.parquet: count_known 12 vs 13", md)
+    cid = rows[0]["cell_id"]
+    assert f"- Check: {cid} (rule): 3 of 100 judgments failed (counted apart, not scored as Unknown)." in md
+    assert f"Check: {cid} (rule): bootstrap interval [6.50, 9.00] does not contain the accuracy 10.00." in md
+
+
+def test_paper_numbers_beside_ours_at_paper_sizes(tmp_path, run_eeca):
+    cells = {(s, n, a): v for (s, n, a), v in CELLS.items() if n in (0, 20, 40)}
+    run = write_run(tmp_path / "run", cells=cells, analysis=False, size_scale=1250)  # 20 -> 25k, 40 -> 50k
+    run_eeca("report", run)
+    page = parse(run / "report" / "report.html")
+    gain = page.tables["table1_gain"]
+    assert gain[0][-2:] == ["25k (paper)", "50k (paper)"]
+    assert row(gain, "Reference")[-2:] == ["40.10", "56.20"]
+    assert gain[4][-2:] == ["49.30 (+9.20)", "64.10 (+7.90)"]  # HDS, as printed in the paper
+    t3 = page.tables["table3"]
+    assert row(t3, "+ L_EAC")[-3:] == ["8.52", "7.00", "15.52"]
+    assert row(page.tables["table6"], "Baseline")[-1] == "103/114/145/2138"
+    t7 = page.tables["table7"]
+    assert t7[[r[0] for r in t7].index("For LCS-25k") + 4][-1] == "not printed"
+
+
+def test_no_paper_columns_for_other_sizes(full_report):
+    page = parse(full_report[0] / "report.html")
+    assert not any("paper" in c for t in page.tables.values() for c in t[0])
+
+
+def test_deterministic_output(tmp_path, run_eeca):
+    run = write_run(tmp_path / "run")
+    run_eeca("report", run, "--out", tmp_path / "a")
+    run_eeca("report", run, "--out", tmp_path / "b")
+    files = sorted(p.name for p in (tmp_path / "a").iterdir())
+    for name in files:
+        a, b = (tmp_path / d / name for d in "ab")
+        if name == "report.html":
+            strip = lambda s: re.sub(r"generated at [^<]*", "", s)  # noqa: E731
+            assert strip(a.read_text()) == strip(b.read_text())
+        else:
+            assert a.read_bytes() == b.read_bytes(), name
+
+
+def test_bad_results_name_file_row_and_field(tmp_path, run_eeca):
+    run = write_run(tmp_path / "run", analysis=False)
+    table = pq.read_table(run / "results.parquet")
+    rows = table.to_pylist()
+    rows[2]["ablation"] = "hr_branch"
+    pq.write_table(pa.Table.from_pylist(rows), run / "results.parquet")
+    proc = run_eeca("report", run, check=False)
+    assert proc.returncode != 0
+    assert f"{run / 'results.parquet'}: row 3 (cell_id 'BRS-20-data'): field 'ablation' is 'hr_branch'" in proc.stderr
+    pq.write_table(table.drop_columns(["acc_ci_low"]), run / "results.parquet")
+    proc = run_eeca("report", run, check=False)
+    assert "missing column(s) acc_ci_low" in proc.stderr
+
+
+def test_each_judge_gets_its_own_tables_and_figures(tmp_path, run_eeca):
+    run = write_run(tmp_path / "run", judges=("openai/gpt-4o", "rule"), analysis=False)
+    run_eeca("report", run)
+    md = (run / "report" / "report.md").read_text()
+    assert "## The paper's tables (judge: openai/gpt-4o)" in md and "## The paper's tables (judge: rule)" in md
+    assert {"levels-openai_gpt-4o.png", "levels-rule.png"} <= {p.name for p in (run / "report").glob("*.png")}
+    assert md.count("| + L_HC | 22.00 (+1.00) | 13.00 (+1.00) | 35.00 (+2.00) |") == 2
+
+
+def test_nothing_to_report(tmp_path, run_eeca):
+    proc = run_eeca("report", tmp_path, check=False)
+    assert proc.returncode == 2
+    assert "nothing to report" in proc.stderr
+
+
+def test_report_does_not_import_torch(tmp_path):
+    run = write_run(tmp_path / "run", analysis=False)
+    code = ("import sys; from eeca.cli import main; rc = main(['report', sys.argv[1]]); "
+            "bad = [m for m in ('torch', 'transformers') if m in sys.modules]; "
+            "assert rc == 0 and not bad, bad")
+    subprocess.run([sys.executable, "-c", code, str(run)], check=True, env=eeca_env(), capture_output=True,
+                   timeout=300)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.exists("/usr/bin/chromium"), reason="needs Debian's chromium")
+def test_report_renders_in_headless_chromium(full_report, tmp_path):
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "report_screenshot.py"
+    proc = subprocess.run([sys.executable, str(script), str(full_report[0] / "report.html"),
+                           "--png", str(tmp_path / "shot.png")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (tmp_path / "shot.png").stat().st_size > 10_000
