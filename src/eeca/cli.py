@@ -41,6 +41,9 @@ COMMANDS: dict[str, str] = {
     "knowledge analyze": "eeca.knowledge.analysis:analyze_command",
     "train": "eeca.train.recipes:train_command",
     "merge-lora": "eeca.train.lora:merge_lora_command",
+    "synth pretrain": "eeca.synth.pretrain:pretrain_command",
+    "experiment": "eeca.experiments.runner:experiment_command",
+    "demo": "eeca.experiments.demo:demo_command",
 }
 
 
