@@ -101,4 +101,5 @@ class SynthConfig:
     clip: ClipTrainConfig = field(default_factory=ClipTrainConfig)
     llm: LlmTrainConfig = field(default_factory=LlmTrainConfig)
     seed: int = 0
-    threads: int = 2
+    # one thread: on an oversubscribed machine two OpenMP threads stall each other (measured 20-40x slower)
+    threads: int = 1
