@@ -174,7 +174,7 @@ def _train(model: torch.nn.Module, batch_fn: Callable[[int], dict], steps: int, 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 20 == 0:
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
     model.eval()
