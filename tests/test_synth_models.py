@@ -84,11 +84,16 @@ def test_too_long_conversation_is_an_error(world, bpe):
         encode_conversations(tok, training_conversations(read_truth(world)[0]), 8)
 
 
-def test_training_lowers_loss(world, bpe):
+def test_training_lowers_loss_and_weights_round_trip(world, bpe, tmp_path):
     lms = read_truth(world)
     cfg = dataclasses.replace(TINY.llm, steps=60)
-    _, losses = train_llm(lms, cfg, wrap_tokenizer(bpe, "llm", 96), seed=0, progress=False)
+    tok = wrap_tokenizer(bpe, "llm", 96)
+    llm, losses = train_llm(lms, cfg, tok, seed=0, progress=False)
     assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
+    llm.save_pretrained(tmp_path / "llm")
+    ids = torch.tensor([tok("Describe it.")["input_ids"]])
+    with torch.no_grad():
+        assert torch.equal(LlamaForCausalLM.from_pretrained(tmp_path / "llm")(ids).logits, llm(ids).logits)
     from eeca.io import read_jsonl
     from eeca.synth.models import clip_processor
 

@@ -51,6 +51,8 @@ def test_same_seed_same_bytes_and_rerun_repairs(world, tmp_path):
     other = tmp_path / "other"
     build_world(other, seed=4, cfg=SMALL, progress=False)
     assert tree_hashes(other) != tree_hashes(world)
+    with pytest.raises(ValueError, match="another seed or configuration"):
+        build_world(again, seed=4, cfg=SMALL, progress=False)
 
 
 def test_gldv2_format(world):

@@ -80,7 +80,7 @@ class LlmTrainConfig:
     heads: int = 4
     intermediate_size: int = 256
     max_length: int = 96
-    steps: int = 1500
+    steps: int = 800
     batch_size: int = 32
     lr: float = 3e-3
     weight_decay: float = 0.01

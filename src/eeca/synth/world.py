@@ -690,6 +690,13 @@ def build_world(out: str | Path, seed: int = 0, cfg: WorldConfig | None = None, 
     """Draw the world into ``out``; returns the summary written to ``truth/world.json``."""
     cfg = cfg or WorldConfig()
     out = Path(out)
+    previous = out / "truth" / "world.json"
+    if previous.exists():  # a rerun may finish a world, never mix two (stale images would stay behind)
+        with open(previous, encoding="utf-8") as f:
+            old = json.load(f)
+        if (old.get("seed"), old.get("config")) != (seed, to_dict(cfg)):
+            raise ValueError(f"{previous}: {out} holds a world of another seed or configuration; "
+                             "write the new world into an empty folder")
     landmarks = draw_landmarks(cfg, seed)
     counts = images_per_landmark(cfg, seed)
     id_rng = random.Random(f"eeca-ids-{seed}")
