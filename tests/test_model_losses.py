@@ -171,3 +171,17 @@ def test_hc_loss_matches_loop_and_ignores_unlabelled():
     assert tokens.grad[1].abs().sum() == 0 and tokens.grad[0].abs().sum() > 0
     none = hierarchical_classification_loss(tokens, torch.full((4,), -100), head)
     assert none.item() == 0.0
+
+
+@pytest.mark.parametrize("negatives", ["image", "batch"])
+def test_eac_under_bf16_autocast_is_computed_in_float32(negatives):
+    # bf16 autocast (the paper's training precision) must neither overflow the masked logits nor round the loss
+    g = torch.Generator().manual_seed(3)
+    hr, ent = torch.randn(3, 8, 16, generator=g), torch.randn(3, 4, 16, generator=g)
+    mask = torch.tensor([[1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
+    scale = torch.tensor(10.0)
+    ref = entity_aware_contrastive_loss(hr, ent, mask, logit_scale=scale, negatives=negatives)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = entity_aware_contrastive_loss(hr, ent, mask, logit_scale=scale, negatives=negatives)
+    assert got.dtype == torch.float32 and torch.isfinite(got)
+    torch.testing.assert_close(got, ref)

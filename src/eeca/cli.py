@@ -25,6 +25,9 @@ from eeca import __version__
 
 # verb -> "module:function". Multi-word verbs ("gldv2 ingest") are groups of subcommands.
 COMMANDS: dict[str, str] = {
+    "synth world": "eeca.synth.world:world_command",
+    "synth models": "eeca.synth.models:models_command",
+    "synth check": "eeca.synth.check:check_command",
     "gldv2 ingest": "eeca.gldv2.ingest:ingest_command",
     "gldv2 download": "eeca.gldv2.download:download_command",
     "report": "eeca.report.command:report_command",

@@ -76,47 +76,50 @@ def entity_aware_contrastive_loss(
         raise ValueError(f"negatives must be 'image' or 'batch', got {negatives!r}")
     if entity_embeds.shape[:2] != entity_mask.shape:
         raise ValueError(f"entity_mask {tuple(entity_mask.shape)} does not match entity_embeds {tuple(entity_embeds.shape)}")
-    hr_tokens = hr_tokens.float()
-    entity_embeds = entity_embeds.float()
-    mask = entity_mask.bool()
-    counts = mask.sum(dim=1)  # M_i, [B]
-    has_entities = counts > 0
-    num_images = int(has_entities.sum())
-    if num_images == 0:
-        return hr_tokens.sum() * 0.0
-    if negatives == "image" and int((counts == 1).sum()) * 2 > num_images:
-        warnings.warn(
-            "L_EAC with negatives='image': most images have a single entity and contribute 0; "
-            "consider negatives='batch'",
-            stacklevel=2,
-        )
+    # in float32 whatever autocast is active: under bf16 autocast the einsums would return bf16, and the
+    # float32 fill value of the masked logits does not fit in bf16
+    with torch.autocast(device_type=hr_tokens.device.type, enabled=False):
+        hr_tokens = hr_tokens.float()
+        entity_embeds = entity_embeds.float()
+        mask = entity_mask.bool()
+        counts = mask.sum(dim=1)  # M_i, [B]
+        has_entities = counts > 0
+        num_images = int(has_entities.sum())
+        if num_images == 0:
+            return hr_tokens.sum() * 0.0
+        if negatives == "image" and int((counts == 1).sum()) * 2 > num_images:
+            warnings.warn(
+                "L_EAC with negatives='image': most images have a single entity and contribute 0; "
+                "consider negatives='batch'",
+                stacklevel=2,
+            )
 
-    grouped = F.normalize(entity_grouped_embeddings(hr_tokens, entity_embeds, sigma), dim=-1)  # c, [B, M, d]
-    text = F.normalize(entity_embeds, dim=-1)  # e, [B, M, d]
-    scale = logit_scale.float().clamp(max=max_logit_scale)
-    # each real entity weighs 1 / M_i within its image
-    row_weight = mask.float() / counts.clamp(min=1).unsqueeze(1).float()  # [B, M]
-    neg_inf = torch.finfo(torch.float32).min
+        grouped = F.normalize(entity_grouped_embeddings(hr_tokens, entity_embeds, sigma), dim=-1)  # c, [B, M, d]
+        text = F.normalize(entity_embeds, dim=-1)  # e, [B, M, d]
+        scale = logit_scale.float().clamp(max=max_logit_scale)
+        # each real entity weighs 1 / M_i within its image
+        row_weight = mask.float() / counts.clamp(min=1).unsqueeze(1).float()  # [B, M]
+        neg_inf = torch.finfo(torch.float32).min
 
-    if negatives == "image":
-        logits_ce = scale * torch.einsum("bjd,bkd->bjk", grouped, text)  # phi(c_ij, e_ik)/tau, [B, M, M]
-        logits_ec = scale * torch.einsum("bjd,bkd->bjk", text, grouped)  # phi(e_ij, c_ik)/tau
-        column_ok = mask.unsqueeze(1)  # [B, 1, M]
-        logits_ce = logits_ce.masked_fill(~column_ok, neg_inf)
-        logits_ec = logits_ec.masked_fill(~column_ok, neg_inf)
-        log_p_ce = logits_ce.log_softmax(dim=-1).diagonal(dim1=1, dim2=2)  # [B, M]
-        log_p_ec = logits_ec.log_softmax(dim=-1).diagonal(dim1=1, dim2=2)
-        # padded rows hold -inf-like values on their masked diagonal: select, never multiply by 0
-        per_entity = torch.where(mask, log_p_ce + log_p_ec, torch.zeros_like(log_p_ce))  # [B, M]
-        total = (per_entity * row_weight).sum()
-    else:
-        flat_c = grouped[mask]  # [N, d], the real entities of the batch in (i, j) order
-        flat_e = text[mask]
-        logits = scale * flat_c @ flat_e.T  # [N, N]; row n is phi(c_n, e_k)/tau
-        log_p_ce = logits.log_softmax(dim=-1).diagonal()
-        log_p_ec = logits.T.log_softmax(dim=-1).diagonal()  # phi(e_n, c_k)/tau
-        total = ((log_p_ce + log_p_ec) * row_weight[mask]).sum()
-    return -total / (2 * num_images)
+        if negatives == "image":
+            logits_ce = scale * torch.einsum("bjd,bkd->bjk", grouped, text)  # phi(c_ij, e_ik)/tau, [B, M, M]
+            logits_ec = scale * torch.einsum("bjd,bkd->bjk", text, grouped)  # phi(e_ij, c_ik)/tau
+            column_ok = mask.unsqueeze(1)  # [B, 1, M]
+            logits_ce = logits_ce.masked_fill(~column_ok, neg_inf)
+            logits_ec = logits_ec.masked_fill(~column_ok, neg_inf)
+            log_p_ce = logits_ce.log_softmax(dim=-1).diagonal(dim1=1, dim2=2)  # [B, M]
+            log_p_ec = logits_ec.log_softmax(dim=-1).diagonal(dim1=1, dim2=2)
+            # padded rows hold -inf-like values on their masked diagonal: select, never multiply by 0
+            per_entity = torch.where(mask, log_p_ce + log_p_ec, torch.zeros_like(log_p_ce))  # [B, M]
+            total = (per_entity * row_weight).sum()
+        else:
+            flat_c = grouped[mask]  # [N, d], the real entities of the batch in (i, j) order
+            flat_e = text[mask]
+            logits = scale * flat_c @ flat_e.T  # [N, N]; row n is phi(c_n, e_k)/tau
+            log_p_ce = logits.log_softmax(dim=-1).diagonal()
+            log_p_ec = logits.T.log_softmax(dim=-1).diagonal()  # phi(e_n, c_k)/tau
+            total = ((log_p_ce + log_p_ec) * row_weight[mask]).sum()
+        return -total / (2 * num_images)
 
 
 def hierarchical_classification_loss(
