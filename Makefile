@@ -14,10 +14,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	.venv/bin/eeca synth world --out runs/demo/world --config configs/synth/world.yaml
-	.venv/bin/eeca synth models --world runs/demo/world --out runs/demo/models --config configs/synth/world.yaml
-	.venv/bin/eeca synth check --world runs/demo/world --models runs/demo/models
-	.venv/bin/eeca gldv2 ingest runs/demo/world runs/demo/gldv2
+	.venv/bin/eeca demo --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest

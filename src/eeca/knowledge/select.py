@@ -82,6 +82,28 @@ def read_id_list(path: Path) -> set[str]:
     return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
+def select_table(pool: pa.Table, method: str, size: int, seed: int = 0, quantile: float = 0.5,
+                 source: str = "<pool>") -> pa.Table:
+    """The selection manifest (id, landmark_id, s_gt, rsr, method, size, seed) of ``method`` over ``pool``.
+
+    ``pool`` has columns id, landmark_id, s_gt, rsr (scores.parquet, the stage-1 choice or MGLD train
+    records); ``source`` names it in errors.
+    """
+    ids = np.asarray(pool.column("id").to_pylist(), dtype=object).astype(str)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{source}: field id: ids are not unique")
+    s = pool.column("s_gt").to_numpy().astype(np.float64)
+    rsr = pool.column("rsr").to_numpy().astype(np.float64)
+    if np.isnan(s).any() or np.isnan(rsr).any():
+        raise ValueError(f"{source}: fields s_gt/rsr: NaN values")
+    idx = select_indices(ids, s, rsr, method, size, seed=seed, quantile=quantile)
+    chosen = pool.take(pa.array(idx))
+    n = len(idx)
+    return pa.table({"id": chosen.column("id"), "landmark_id": chosen.column("landmark_id"),
+                     "s_gt": chosen.column("s_gt"), "rsr": chosen.column("rsr"), "method": [method.upper()] * n,
+                     "size": [size] * n, "seed": [seed] * n})
+
+
 def select_command(scores: str, method: Literal["hds", "hss", "lcs", "brs"], size: int, out: str,
                    exclude: str | None = None, seed: int = 0, quantile: float = 0.5) -> int:
     """Select an HDS, HSS, LCS or BRS subset of `size` images by S and RSR (paper section 3.1).
@@ -96,24 +118,13 @@ def select_command(scores: str, method: Literal["hds", "hss", "lcs", "brs"], siz
         quantile: LCS keeps images with S and RSR both below this quantile of the pool.
     """
     t = read_parquet(scores, columns=["id", "landmark_id", "s_gt", "rsr"])
-    ids = np.asarray(t.column("id").to_pylist(), dtype=object).astype(str)
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"{scores}: field id: ids are not unique")
-    keep = np.ones(len(ids), bool)
+    n_pool = t.num_rows
     if exclude:
-        keep = ~np.isin(ids, list(read_id_list(Path(exclude))))
-    t = t.filter(pa.array(keep))
-    ids = ids[keep]
-    s = t.column("s_gt").to_numpy().astype(np.float64)
-    rsr = t.column("rsr").to_numpy().astype(np.float64)
-    if np.isnan(s).any() or np.isnan(rsr).any():
-        raise ValueError(f"{scores}: fields s_gt/rsr: NaN values")
-    idx = select_indices(ids, s, rsr, method, size, seed=seed, quantile=quantile)
-    chosen = t.take(pa.array(idx))
-    write_parquet(out, pa.table({
-        "id": chosen.column("id"), "landmark_id": chosen.column("landmark_id"), "s_gt": chosen.column("s_gt"),
-        "rsr": chosen.column("rsr"), "method": [method.upper()] * len(idx), "size": [size] * len(idx),
-        "seed": [seed] * len(idx)}))
-    print(f"eeca select: {method.upper()} {len(idx)} of {len(ids)} images ({(~keep).sum()} excluded); "
-          f"mean S {s[idx].mean():.4f}, mean RSR {rsr[idx].mean():.4f} -> {out}")
+        ids = np.asarray(t.column("id").to_pylist(), dtype=object).astype(str)
+        t = t.filter(pa.array(~np.isin(ids, list(read_id_list(Path(exclude))))))
+    manifest = select_table(t, method, size, seed=seed, quantile=quantile, source=scores)
+    write_parquet(out, manifest)
+    s, rsr = manifest.column("s_gt").to_numpy(), manifest.column("rsr").to_numpy()
+    print(f"eeca select: {method.upper()} {manifest.num_rows} of {t.num_rows} images ({n_pool - t.num_rows} excluded); "
+          f"mean S {s.mean():.4f}, mean RSR {rsr.mean():.4f} -> {out}")
     return 0

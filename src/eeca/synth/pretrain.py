@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 
 from eeca.io import atomic_write, read_jsonl, read_parquet
+from eeca.synth.world import image_path
 
 CAPTION_PROMPTS = ("Describe the image briefly.", "What does this picture show?", "Give a short caption.")
 KIND_QUESTIONS = ("What kind of landmark is this?", "What type of structure or place is shown?")
@@ -40,7 +41,7 @@ def pretrain_records(world: Path, mgld_split: Path, seed: int = 0) -> tuple[list
             continue
         lm = truth[img["landmark_id"]]
         rng = random.Random(f"{seed}:{img['id']}")
-        path = f"train/{img['id'][0]}/{img['id'][1]}/{img['id'][2]}/{img['id']}.jpg"
+        path = image_path(Path(), img["id"]).as_posix()
         label, feats = lm["hierarchical_label"], _features(lm["entities"])
         stage1.append({"id": img["id"], "image": path, "conversations": [
             {"from": "human", "value": "<image>\n" + rng.choice(CAPTION_PROMPTS)},
