@@ -1,5 +1,7 @@
 """EecaProcessor: LR view and HR crops from one image, placeholder expansion, truncation, round trip."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -71,3 +73,20 @@ def test_save_load_round_trip(processor, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
+
+
+def test_processor_follows_a_config_loaded_with_the_hr_branch_turned_off():
+    from eeca.model.processing_eeca import processor_for
+
+    model, proc = tiny_eeca()
+    config = copy.deepcopy(model.config)
+    config.eac_loss_weight = 0.0  # L_EAC needs the HR branch
+    config.use_hr_branch = False
+    off = processor_for(config, proc)
+    image = Image.new("RGB", (40, 40), (200, 10, 10))
+    out_on = proc(images=[image], text=["<image>\nwhere?"], return_tensors="pt")
+    out_off = off(images=[image], text=["<image>\nwhere?"], return_tensors="pt")
+    assert "pixel_values_hr" in out_on and "pixel_values_hr" not in out_off
+    image_id = proc.image_token_id
+    assert (out_on["input_ids"] == image_id).sum() - (out_off["input_ids"] == image_id).sum() == proc.num_hr_latents
+    torch.testing.assert_close(out_on["pixel_values"], out_off["pixel_values"])

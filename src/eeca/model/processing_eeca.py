@@ -128,3 +128,26 @@ class EecaProcessor(LlavaProcessor):
 
 
 __all__ = ["EecaProcessor"]
+
+
+def processor_for(config, processor):
+    """A processor whose placeholders and pixels match ``config``: for an EECA config, an `EecaProcessor`
+    with the config's HR settings (a checkpoint loaded with ``use_hr_branch`` or ``num_hr_latents``
+    overridden, or a llava-hf checkpoint loaded as EECA, keeps the processor saved beside it, which
+    would expand the wrong number of ``<image>`` tokens); any other config keeps ``processor``."""
+    from eeca.model.configuration_eeca import EecaConfig
+
+    if not isinstance(config, EecaConfig):
+        return processor
+    return EecaProcessor(
+        image_processor=processor.image_processor,
+        tokenizer=processor.tokenizer,
+        patch_size=processor.patch_size,
+        vision_feature_select_strategy=processor.vision_feature_select_strategy,
+        chat_template=processor.chat_template,
+        image_token=processor.image_token,
+        num_additional_image_tokens=processor.num_additional_image_tokens,
+        use_hr_branch=config.use_hr_branch,
+        hr_grid=config.hr_grid,
+        num_hr_latents=config.num_hr_latents,
+    )

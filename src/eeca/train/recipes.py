@@ -160,8 +160,10 @@ def load_model_and_processor(init: ModelInit, extra: dict[str, Any]):
 
     overrides = {**init.config_overrides, **extra}
     if init.checkpoint is not None:
+        from eeca.model.processing_eeca import processor_for
+
         model = model_class(init.architecture).from_pretrained(init.checkpoint, **overrides)
-        return model, AutoProcessor.from_pretrained(init.checkpoint)
+        return model, processor_for(model.config, AutoProcessor.from_pretrained(init.checkpoint))
     from eeca.model.build import build_eeca
 
     return build_eeca(init.vision_path, init.llm_path, overrides)

@@ -1,0 +1,107 @@
+"""``eeca experiment`` end to end on a tiny EECA model: results table, skipped finished cells, kill -9 resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from cli_env import eeca_env
+from eeca.config import load_config
+from eeca.experiments.runner import ExperimentConfig, cells_of, run_experiment
+from train_helpers import save_tiny_eeca, stage3_config, write_llava_json
+
+
+def write_grid(tmp: Path, ablations: list[str], selections=("HDS", "BRS")) -> Path:
+    base = save_tiny_eeca(tmp / "base")
+    data = write_llava_json(tmp / "data", n=10)
+    records = json.loads(data.read_text())
+    for i, r in enumerate(records):  # distinct S and RSR so that HDS and BRS differ
+        r["s_gt"], r["rsr"] = 0.1 + 0.05 * i, 1.0 - 0.09 * ((i * 7) % 10)
+    (tmp / "data" / "train.json").write_text(json.dumps(records[:7]))
+    (tmp / "data" / "test.json").write_text(json.dumps(records[7:]))
+    stage3 = stage3_config(tmp, base, tmp / "data" / "train.json", max_steps=2, save_steps=1)
+    stage3["data"]["eval_path"] = None
+    recipes = {
+        "stage3.yaml": stage3,
+        "generate.yaml": {"model": str(base), "test_json": str(tmp / "data" / "test.json"),
+                          "image_root": str(tmp / "data"), "k": 2, "max_new_tokens": 4, "batch_size": 2},
+        "judge.yaml": {"generations": "unset", "test_json": str(tmp / "data" / "test.json"), "judge": "rule",
+                       "bootstrap_samples": 200},
+        "grid.yaml": {"out": str(tmp / "run"), "table": "t", "base_model": str(base),
+                      "train_records": str(tmp / "data" / "train.json"), "train_recipe": str(tmp / "stage3.yaml"),
+                      "generate": str(tmp / "generate.yaml"), "judge": str(tmp / "judge.yaml"),
+                      "grid": [{"selections": list(selections), "sizes": [3], "ablations": ablations}]},
+    }
+    for name, body in recipes.items():
+        (tmp / name).write_text(yaml.safe_dump(body))
+    return tmp / "grid.yaml"
+
+
+def test_grid_runs_every_cell_once_into_one_results_table(tmp_path):
+    cfg = load_config(ExperimentConfig, write_grid(tmp_path, ["baseline", "data", "eac"]))
+    first = run_experiment(cfg)
+    assert first["cells"] == 5 and len(first["ran"]) == 5 and first["results"] == 5
+    rows = pq.read_table(tmp_path / "run" / "results.parquet").to_pylist()
+    assert sorted((r["selection"], r["ablation"]) for r in rows) == [
+        ("BRS", "data"), ("BRS", "eac"), ("HDS", "data"), ("HDS", "eac"), ("none", "baseline")]
+    for r in rows:
+        assert r["n"] == 3 and r["n_failed"] == 0
+        assert r["accuracy"] == pytest.approx(r["strongly_known"] + r["known"])
+        levels = [r[f"count_{lv}"] for lv in ("strongly_known", "known", "weakly_unknown", "unknown")]
+        assert sum(levels) == r["n"]
+    cell = Path(next(r["cell_dir"] for r in rows if r["selection"] == "HDS" and r["ablation"] == "data"))
+    # HDS: the 3 highest RSR of the 7 train records (ties by S); the subset is what the cell trained on
+    chosen = [r["id"] for r in json.loads((cell / "train.json").read_text())]
+    pool = json.loads((tmp_path / "data" / "train.json").read_text())
+    assert chosen == [r["id"] for r in sorted(pool, key=lambda r: (-r["rsr"], -r["s_gt"]))[:3]]
+    eac = Path(next(r["cell_dir"] for r in rows if r["selection"] == "HDS" and r["ablation"] == "eac"))
+    trained = json.loads((eac / "train" / "config.json").read_text())
+    assert trained["use_hr_branch"] and trained["eac_loss_weight"] == 1.0 and trained["hc_loss_weight"] == 1.0
+    assert not json.loads((cell / "train" / "config.json").read_text())["use_hr_branch"]
+    again = run_experiment(cfg)
+    assert again["ran"] == [] and len(again["skipped"]) == 5
+
+
+def test_changing_a_recipe_makes_new_cells(tmp_path):
+    path = write_grid(tmp_path, ["data"], selections=("HSS",))
+    before = {c["context"] for c in cells_of(load_config(ExperimentConfig, path))}
+    gen = yaml.safe_load((tmp_path / "generate.yaml").read_text())
+    (tmp_path / "generate.yaml").write_text(yaml.safe_dump({**gen, "k": 3}))
+    after = {c["context"] for c in cells_of(load_config(ExperimentConfig, path))}
+    assert before.isdisjoint(after)
+
+
+def test_lcs_with_too_few_candidates_names_the_count(tmp_path):
+    cfg = load_config(ExperimentConfig, write_grid(tmp_path, ["data"], selections=("LCS",)),
+                      ["out=" + str(tmp_path / "lcs")])
+    with pytest.raises(ValueError, match="LCS: only"):
+        run_experiment(cfg)
+
+
+@pytest.mark.slow
+def test_kill9_mid_grid_then_rerun_finishes_only_missing_cells(tmp_path):
+    path = write_grid(tmp_path, ["baseline", "data", "eac"])
+    cmd = [sys.executable, "-m", "eeca", "experiment", str(path)]
+    proc = subprocess.Popen(cmd, env=eeca_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    cells = tmp_path / "run" / "cells"
+    deadline = time.time() + 300
+    while time.time() < deadline and len(list(cells.glob("*/cell.json"))) < 2:
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = {p.parent.name: p.stat().st_mtime_ns for p in cells.glob("*/cell.json")}
+    assert 2 <= len(finished) < 5, "the kill should land mid-grid"
+    rerun = subprocess.run(cmd, env=eeca_env(), capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{len(finished)} already finished" in rerun.stdout
+    for name, mtime in finished.items():  # finished cells were not run again
+        assert (cells / name / "cell.json").stat().st_mtime_ns == mtime
+    assert pq.read_table(tmp_path / "run" / "results.parquet").num_rows == 5
