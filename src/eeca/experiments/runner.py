@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import torch
+from accelerate import PartialState
 
 from eeca.config import load_config
 from eeca.evaluate.generate import GenerateConfig, run_generate
@@ -101,10 +103,16 @@ def run_experiment(cfg: ExperimentConfig, only: list[str] | None = None) -> dict
 def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
     """Select, train, generate and judge one cell; ``cell.json`` is written last, marking it finished."""
     t0 = time.time()
+    # under `accelerate launch` every process runs the cell: training and generation share the work,
+    # the files of the cell and the judge's requests are made once, by the main process
+    state = PartialState(cpu=not torch.accelerator.is_available())
     folder.mkdir(parents=True, exist_ok=True)
     model = Path(cfg.base_model)
     if cell["ablation"] not in UNTRAINED:
-        subset = write_subset(cfg, cell, folder)
+        if state.is_main_process:
+            write_subset(cfg, cell, folder)
+        state.wait_for_everyone()
+        subset = folder / "train.json"
         model = folder / "train"
         if not (model / "train_summary.json").exists():
             overrides = [
@@ -123,6 +131,15 @@ def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
         f"model={model}", f"entity_prompt={str(cell['entity_prompt_at_inference']).lower()}",
         f"seed={cell['seed']}", *cfg.generate_overrides])
     run_generate(gen_cfg, folder / "generate")
+    if state.is_main_process:
+        judge_and_finish(cfg, cell, folder, model, gen_cfg, started=t0)
+    state.wait_for_everyone()
+    return read_json(folder / "metrics.json")
+
+
+def judge_and_finish(cfg: ExperimentConfig, cell: dict, folder: Path, model: Path, gen_cfg: GenerateConfig,
+                     started: float) -> dict:
+    """Judge the cell's generations and write its metrics; ``cell.json`` last (the cell is then finished)."""
     judge_cfg = load_config(JudgeConfig, cfg.judge, [
         f"generations={folder / 'generate' / 'generations.jsonl'}", f"test_json={gen_cfg.test_json}",
         *cfg.judge_overrides])
@@ -133,7 +150,7 @@ def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
                            f"(the cell stays unfinished)")
     write_json(folder / "metrics.json", metrics)
     write_json(folder / "cell.json", {"cell": cell, "cell_id": cell_id(cell), "model": str(model),
-                                      "judge": judged["summary"]["judge"], "wall_s": round(time.time() - t0, 1)})
+                                      "judge": judged["summary"]["judge"], "wall_s": round(time.time() - started, 1)})
     return metrics
 
 
