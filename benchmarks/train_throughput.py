@@ -86,7 +86,7 @@ def plain_trainer(root: Path, ckpt: Path, data: Path, k: int) -> float:
     ds = LlavaJsonDataset(read_records(data), processor, DataConfig(path=data, image_root=data.parent, max_length=256),
                           resolve_chat_template(processor.tokenizer, "tokenizer"))
     args = TrainingArguments(output_dir=str(root / f"plain{k}"), report_to="none", remove_unused_columns=False,
-                             save_strategy="no", optim="adamw_torch", weight_decay=0.0, bf16=OPTIM["bf16"],
+                             save_strategy="steps", save_steps=OPTIM["save_steps"], optim="adamw_torch", weight_decay=0.0, bf16=OPTIM["bf16"],
                              warmup_steps=OPTIM["warmup_ratio"], data_seed=0,
                              **{key: OPTIM[key] for key in ("per_device_train_batch_size", "learning_rate",
                                                            "logging_steps", "seed", "lr_scheduler_type",
