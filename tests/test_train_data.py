@@ -5,12 +5,12 @@ import json
 import pytest
 import torch
 
+from eeca.mgld.questions import entity_prompt
 from eeca.train.data import (
     DataConfig,
     DataError,
     LlavaCollator,
     LlavaJsonDataset,
-    append_entity_prompt,
     build_label_vocabulary,
     read_records,
     resolve_chat_template,
@@ -138,9 +138,9 @@ def test_entities_and_hierarchical_labels(tmp_path):
 def test_entity_prompt_appends_entities_to_the_first_question(tmp_path):
     ds, records, _, _ = make_dataset(tmp_path, entity_prompt="train_and_infer")
     msgs = ds.messages(records[1])
-    assert msgs[0]["content"] == append_entity_prompt(records[1]["conversations"][0]["value"],
-                                                      records[1]["entities"])
-    assert msgs[0]["content"].endswith("Entities: red brick facade, twin spires.")
+    assert msgs[0]["content"] == entity_prompt(records[1]["conversations"][0]["value"],
+                                               records[1]["entities"])
+    assert msgs[0]["content"].endswith("\nEntities in the image: red brick facade, twin spires.")
     assert msgs[1]["content"] == records[1]["conversations"][1]["value"]
 
 

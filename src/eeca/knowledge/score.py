@@ -88,15 +88,15 @@ class ScoreConfig:
         return _DTYPES[self.dtype]
 
 
-def score_command(images: str, landmarks: str, out: str, image_root: str | None = None,
-                  config: str | None = None, model: str | None = None, override: list[str] | None = None) -> int:
+def score_command(images: str, landmarks: str, image_root: str, out: str, config: str | None = None,
+                  model: str | None = None, override: list[str] | None = None) -> int:
     """Score every image: CLIP similarity S to its landmark name and its RSR among all names.
 
     Args:
         images: images.parquet from `eeca gldv2 ingest` (rows with status ok are scored).
         landmarks: landmarks.parquet from `eeca gldv2 ingest` (every name is a candidate).
         out: output folder (emb/, parts/, scores.parquet, skipped.csv, score_summary.json).
-        image_root: folder the image paths are relative to (default: the folder of IMAGES).
+        image_root: the GLDv2 root the image paths are relative to (ROOT of `eeca gldv2 ingest`).
         config: a ScoreConfig YAML (configs/synth/score.yaml, configs/paper/score.yaml).
         model: CLIP model folder or hub id (overrides the config's model).
         override: config overrides, e.g. image_batch_size=256 num_workers=8.
@@ -104,8 +104,7 @@ def score_command(images: str, landmarks: str, out: str, image_root: str | None 
     overrides = list(override or []) + ([f"model={model}"] if model else [])
     cfg = (load_config(ScoreConfig, config, overrides) if config
            else from_dict(ScoreConfig, {}, source="<command line>", overrides=overrides))
-    root = Path(image_root) if image_root else Path(images).parent
-    summary = run_score(cfg, Path(images), Path(landmarks), root, Path(out))
+    summary = run_score(cfg, Path(images), Path(landmarks), Path(image_root), Path(out))
     if summary is not None:
         skipped = ", ".join(f"{n} {r}" for r, n in summary["skipped_by_reason"].items()) or "none"
         print(f"eeca score: {summary['scored']} images scored against {summary['names']} names "

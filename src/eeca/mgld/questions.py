@@ -56,5 +56,11 @@ def pick_question(questions: list[str], seed: int, sample_id: str) -> str:
 
 
 def entity_prompt(question: str, entities: list[str]) -> str:
-    """``question`` followed by the image's entities (the Entity Prompt baseline of paper Table 2)."""
+    """``question`` followed by the image's entities (the Entity Prompt baseline of paper Table 2).
+
+    Training (``entity_prompt: train_and_infer``) and generation both call this, so the model is asked
+    at inference exactly as it was taught; without entities the question is unchanged.
+    """
+    if not entities:
+        return question
     return ENTITY_PROMPT.format(question=question, entities=", ".join(entities))

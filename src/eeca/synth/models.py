@@ -54,7 +54,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 from eeca.config import to_dict
 from eeca.io import read_jsonl, write_json
 from eeca.synth.config import ClipTrainConfig, LlmTrainConfig, SynthConfig
-from eeca.synth.world import image_path, read_truth
+from eeca.synth.world import image_path, load_synth_config, read_truth
 
 BOS, EOS, PAD, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|eot_id|>"
 HEADER_START, HEADER_END = "<|start_header_id|>", "<|end_header_id|>"
@@ -384,8 +384,6 @@ def models_command(world: str = "runs/synth/world", out: str = "runs/synth/model
         config: YAML with `world`, `tokenizer`, `clip`, `llm` sections (default: configs/synth/world.yaml's values)
         override: config overrides such as clip.steps=100 llm.steps=200
     """
-    from eeca.synth.world import load_synth_config
-
     cfg = load_synth_config(config, override or [])
     t0 = time.perf_counter()
     s = build_models(world, out, cfg)

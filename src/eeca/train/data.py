@@ -16,7 +16,7 @@ each into model inputs:
   for L_HC its ``hierarchical_label`` becomes an index into a vocabulary built from the data
   (saved with the model as ``config.hierarchical_labels``).
 * The Table 2 "Entity Prompt" baselines append the entities to the first question
-  (:func:`append_entity_prompt`; the same function serves inference).
+  (:func:`eeca.mgld.questions.entity_prompt`, the same function generation uses).
 
 Collation pads text on the right with the tokenizer's explicit pad token (Llama-3 has no unk token,
 so ``pad = unk`` is never used) and stacks pixels. Rows of ``pixel_values``, ``pixel_values_hr``,
@@ -36,6 +36,8 @@ from typing import Any
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
+
+from eeca.mgld.questions import entity_prompt
 
 IMAGE_TOKEN = "<image>"
 ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
@@ -131,13 +133,6 @@ def image_paths(record: dict) -> list[str]:
     return [] if image is None else [image] if isinstance(image, str) else list(image)
 
 
-def append_entity_prompt(question: str, entities: Sequence[str]) -> str:
-    """The question with the entities appended (paper Table 2 "Entity Prompt" baselines)."""
-    if not entities:
-        return question
-    return f"{question}\nEntities: {', '.join(entities)}."
-
-
 def build_label_vocabulary(records: Sequence[dict]) -> list[str]:
     """Sorted distinct hierarchical labels of the records (the L_HC classes)."""
     return sorted({r["hierarchical_label"] for r in records if r.get("hierarchical_label")})
@@ -214,7 +209,7 @@ class LlavaJsonDataset(Dataset):
         msgs = [{"role": ROLES[t["from"]], "content": t["value"]} for t in record["conversations"]]
         if self.cfg.entity_prompt == "train_and_infer" and record.get("entities"):
             first_user = next(m for m in msgs if m["role"] == "user")
-            first_user["content"] = append_entity_prompt(first_user["content"], record["entities"])
+            first_user["content"] = entity_prompt(first_user["content"], list(record["entities"]))
         return msgs
 
     def __getitem__(self, i: int) -> dict[str, Any]:

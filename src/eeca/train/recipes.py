@@ -267,7 +267,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         lr_scheduler_type=o.lr_scheduler_type, warmup_steps=o.warmup_ratio, weight_decay=o.weight_decay,
         optim=o.optim, max_grad_norm=o.max_grad_norm, num_train_epochs=o.num_train_epochs, max_steps=o.max_steps,
         bf16=o.bf16, deepspeed=str(o.deepspeed) if o.deepspeed else None,
-        gradient_checkpointing=o.gradient_checkpointing, logging_steps=o.logging_steps, save_strategy="steps",
+        activation_checkpointing=o.gradient_checkpointing, logging_steps=o.logging_steps, save_strategy="steps",
         save_steps=o.save_steps, save_total_limit=o.save_total_limit,
         eval_strategy="steps" if has_eval and o.eval_steps else "no", eval_steps=o.eval_steps, seed=o.seed,
         data_seed=o.seed, dataloader_num_workers=o.dataloader_num_workers, report_to=o.report_to,
@@ -308,8 +308,6 @@ def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
         eval_ds = LlavaJsonDataset(read_records(cfg.data.eval_path), processor, cfg.data, template, labels,
                                    str(cfg.data.eval_path))
     counts = set_trainable(model, cfg.trainable, cfg.freeze)
-    if cfg.optim.gradient_checkpointing:
-        model.enable_input_require_grads()  # frozen embeddings would otherwise cut the checkpointed graph
     if cfg.lora.enabled:
         model = apply_lora(model, cfg)
     text = dump_config(cfg)

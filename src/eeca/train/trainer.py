@@ -57,6 +57,9 @@ class EecaTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.mm_learning_rate, self.mm_modules = mm_learning_rate, tuple(mm_modules)
         self.group_by_modality_length = group_by_modality_length
+        # l1, l2, l3 are fixed for a run; read once (unwrapping the model every step costs
+        # milliseconds: accelerate probes installed packages on each unwrap)
+        self.loss_weights = loss_weights(self.model)
         self._term_sums: torch.Tensor | None = None
         self._term_window_start = 0
 
@@ -68,7 +71,6 @@ class EecaTrainer(Trainer):
         parts = {name: getattr(outputs, name, None) for name in LOSS_TERMS}
         if parts["loss_lm"] is None:
             parts["loss_lm"] = outputs.loss
-        weights = loss_weights(self.accelerator.unwrap_model(model))
         # in evaluation there is no accumulation; the token count still spans every process
         ga = self.current_gradient_accumulation_steps if model.training else 1
         if self.model_accepts_loss_kwargs and num_items_in_batch is not None:
@@ -81,7 +83,7 @@ class EecaTrainer(Trainer):
         for name, value in parts.items():
             if value is None:
                 continue
-            term = weights[name] * value * scales[name]
+            term = self.loss_weights[name] * value * scales[name]
             loss = term if loss is None else loss + term
             if model.training:
                 self._accumulate(name, value.detach() * scales[name])
