@@ -70,8 +70,9 @@ def demo_command(out: Path = Path("runs/demo"), configs: Path = Path("configs/sy
     step("synth models", None, lambda: models_command(str(world), str(models), str(configs / "world.yaml")))
     step("synth check", models / "check.json", lambda: check_command(str(world), str(models)))
     step("gldv2 ingest", gl / "images.parquet", lambda: print(ingest(world, gl).line(gl)))
-    step("score", None, lambda: score_command(str(gl / "images.parquet"), str(gl / "landmarks.parquet"), str(score),
-                                              str(world), str(configs / "score.yaml"), str(models / "clip")))
+    step("score", None, lambda: score_command(
+        images=str(gl / "images.parquet"), landmarks=str(gl / "landmarks.parquet"), image_root=str(world),
+        out=str(score), config=str(configs / "score.yaml"), model=str(models / "clip")))
     step("mgld stage1", mgld / "stage1.parquet", lambda: stage1_command(str(score / "scores.parquet"),
                                                                       str(mgld / "stage1.parquet"), seed))
     mcfg = load_config(MgldConfig, configs / "mgld.yaml", [
