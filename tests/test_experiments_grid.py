@@ -42,15 +42,16 @@ def test_bad_grid_values_are_rejected():
         GridSpec(ablations=[])
 
 
-@pytest.mark.parametrize("name", ["table1", "table2", "table3", "table4", "fig5"])
-def test_paper_grids_load_and_name_their_command(name):
+@pytest.mark.parametrize("name", ["paper/table1", "paper/table2", "paper/table3", "paper/table4", "paper/fig5",
+                                  "synth/table1", "synth/table2", "synth/table3", "synth/table4", "synth/demo"])
+def test_experiment_grids_load_and_name_their_command(name):
     from pathlib import Path
 
     from eeca.config import load_config
     from eeca.experiments.runner import ExperimentConfig
 
-    path = Path(__file__).parents[1] / "configs" / "paper" / f"{name}.yaml"
-    assert path.read_text().startswith(f"# eeca experiment configs/paper/{name}.yaml")
+    path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
+    assert path.read_text().startswith(f"# eeca experiment configs/{name}.yaml")
     cfg = load_config(ExperimentConfig, path)
     cells = expand(cfg.grid, cfg.table, cfg.hc_weight, cfg.eac_weight, cfg.seed)
     assert any(c["ablation"] == "baseline" for c in cells)

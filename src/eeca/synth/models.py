@@ -247,10 +247,15 @@ def train_clip(world: Path, landmarks: list[dict], images: list[dict], cfg: Clip
     return model, losses
 
 
+def llm_positions(cfg: LlmTrainConfig) -> int:
+    """Positions of the stand-in LLM: room for an LVLM prompt (image placeholders + text), not only its texts."""
+    return max(256, cfg.max_length)
+
+
 def build_llm(cfg: LlmTrainConfig, tok: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     config = LlamaConfig(vocab_size=len(tok), hidden_size=cfg.hidden_size, intermediate_size=cfg.intermediate_size,
                          num_hidden_layers=cfg.layers, num_attention_heads=cfg.heads, num_key_value_heads=cfg.heads,
-                         max_position_embeddings=max(256, cfg.max_length), bos_token_id=tok.bos_token_id,
+                         max_position_embeddings=llm_positions(cfg), bos_token_id=tok.bos_token_id,
                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=True)
     model = LlamaForCausalLM(config)
     model.generation_config.pad_token_id = tok.pad_token_id
@@ -366,7 +371,7 @@ def build_models(world: str | Path, out: str | Path, cfg: SynthConfig | None = N
     if _finished(out / "llm", llm_meta):
         summary["llm"] = "reused"
     else:
-        tok = wrap_tokenizer(bpe, "llm", cfg.llm.max_length)
+        tok = wrap_tokenizer(bpe, "llm", llm_positions(cfg.llm))
         llm, losses = train_llm(landmarks, cfg.llm, tok, cfg.seed, progress)
         _save(out / "llm", {**llm_meta, "loss_first": losses[0], "loss_last": float(np.mean(losses[-20:]))}, llm, tok)
         summary["llm"] = {"loss_first": round(losses[0], 4), "loss_last": round(float(np.mean(losses[-20:])), 4),
