@@ -56,12 +56,12 @@ def test_grid_runs_every_cell_once_into_one_results_table(tmp_path):
         assert r["accuracy"] == pytest.approx(r["strongly_known"] + r["known"])
         levels = [r[f"count_{lv}"] for lv in ("strongly_known", "known", "weakly_unknown", "unknown")]
         assert sum(levels) == r["n"]
-    cell = Path(next(r["cell_dir"] for r in rows if r["selection"] == "HDS" and r["ablation"] == "data"))
+    cell = tmp_path / "run" / (next(r["cell_dir"] for r in rows if r["selection"] == "HDS" and r["ablation"] == "data"))
     # HDS: the 3 highest RSR of the 7 train records (ties by S); the subset is what the cell trained on
     chosen = [r["id"] for r in json.loads((cell / "train.json").read_text())]
     pool = json.loads((tmp_path / "data" / "train.json").read_text())
     assert chosen == [r["id"] for r in sorted(pool, key=lambda r: (-r["rsr"], -r["s_gt"]))[:3]]
-    eac = Path(next(r["cell_dir"] for r in rows if r["selection"] == "HDS" and r["ablation"] == "eac"))
+    eac = tmp_path / "run" / (next(r["cell_dir"] for r in rows if r["selection"] == "HDS" and r["ablation"] == "eac"))
     trained = json.loads((eac / "train" / "config.json").read_text())
     assert trained["use_hr_branch"] and trained["eac_loss_weight"] == 1.0 and trained["hc_loss_weight"] == 1.0
     assert not json.loads((cell / "train" / "config.json").read_text())["use_hr_branch"]

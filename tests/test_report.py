@@ -66,7 +66,7 @@ def write_run(run: Path, cells=CELLS, judges=("rule",), metrics=True, analysis=T
             [{"subset": s, "hierarchical_label": lb, "count": 3 + i + 2 * j}
              for j, s in enumerate(("HDS", "HSS", "LCS")) for i, lb in enumerate(labels)]),
             a / "category_counts.parquet")
-        (a / "probe.json").write_text(json.dumps({"auroc": {"s_gt": 0.8125, "rsr": 0.9}, "n": 400}))
+        (a / "knowledge.json").write_text(json.dumps({"auroc": {"s_gt": 0.8125, "rsr": 0.9}, "n": 400}))
     return run
 
 

@@ -124,9 +124,13 @@ def _summary(out: Path, experiment: Path, times: dict[str, float]) -> None:
     clip = check["clip"]
     print(f"stand-in CLIP zero-shot top-1: seen landmarks {clip['split=heldout']['top1']:.3f}, "
           f"unseen {clip['split=unseen']['top1']:.3f}, chance {clip['chance_top1']:.4f}")
+    auroc = read_json(experiment / "analysis" / "knowledge.json")["clip_seen_separation"]
+    print(f"RSR separates the landmarks the CLIP saw from those it did not: AUROC {auroc['auroc_rsr_image']:.3f} "
+          f"per image, {auroc['auroc_rsr_landmark']:.3f} per landmark")
     results = pq.read_table(experiment / "results.parquet").to_pylist()
-    print("accuracy (Strongly Known + Known, rule judge) per cell:")
+    print("per cell (rule judge): accuracy = Strongly Known + Known [bootstrap 95%]; counts SK / K / WU / U")
     for r in sorted(results, key=lambda r: (r["ablation"], r["selection"])):
+        counts = " / ".join(str(r[f"count_{lv}"]) for lv in ("strongly_known", "known", "weakly_unknown", "unknown"))
         print(f"  {r['selection']:>4} {r['size']:>5} {r['ablation']:<20} {r['accuracy']:6.2f}% "
-              f"[{r['acc_ci_low']:.2f}, {r['acc_ci_high']:.2f}]  n={r['n']}")
+              f"[{r['acc_ci_low']:.2f}, {r['acc_ci_high']:.2f}]  {counts}  (n={r['n']})")
     print(f"report: {experiment / 'report' / 'report.html'}")

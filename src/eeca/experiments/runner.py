@@ -182,7 +182,7 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
                      "n": m["n"], "n_failed": m["n_failed"],
                      **{lv: float(m[lv]) for lv in LEVELS}, "accuracy": float(m["accuracy"]),
                      "acc_ci_low": m["acc_ci_low"], "acc_ci_high": m["acc_ci_high"],
-                     **{f"count_{lv}": int(m[f"count_{lv}"]) for lv in LEVELS}, "cell_dir": str(folder)})
+                     **{f"count_{lv}": int(m[f"count_{lv}"]) for lv in LEVELS}, "cell_dir": str(folder.relative_to(out))})
     if rows:
         write_parquet(out / "results.parquet", pa.Table.from_pylist(rows))
     return rows

@@ -29,7 +29,7 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
     Args:
         run_dir: the run directory (holds results.parquet and the cells' metrics.json)
         out: where to write report.html, report.md and the figure PNGs (default RUN_DIR/report)
-        analysis: the subset analysis directory with tsne.parquet, category_counts.parquet, probe.json
+        analysis: the subset analysis directory with tsne.parquet, category_counts.parquet, knowledge.json
             (default RUN_DIR/analysis)
         paper: show the paper's published numbers beside ours even when the run's sizes are not
             the paper's 25k / 50k
@@ -135,5 +135,5 @@ def _probe_blocks(probe: object) -> list[Block]:
     walk("", probe)
     if isinstance(probe, dict) and all(isinstance(v, (int, float, str, bool)) or v is None for v in flat.values()):
         rows = [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in flat.items()]
-        return [Table("probe", "probe.json", ["Quantity", "Value"], rows)]
+        return [Table("probe", "knowledge.json", ["Quantity", "Value"], rows)]
     return [Preformatted(json.dumps(probe, indent=2, sort_keys=True))]

@@ -8,7 +8,7 @@ holds a run directory. Contracts (DESIGN section 3 and the cross-area contracts)
   bootstrap 95% interval. Validated on load: a missing column, a null, or an unknown selection or
   ablation is an error naming the file, the row and the field.
 * ``<cell_dir>/metrics.json``: cross-checked against the results row (a mismatch is reported).
-* ``<analysis>/tsne.parquet``, ``category_counts.parquet``, ``probe.json``: optional (paper 3.2).
+* ``<analysis>/tsne.parquet``, ``category_counts.parquet``, ``knowledge.json``: optional (paper 3.2).
 * ``paper_numbers.json`` (package data): the paper's Tables 1-4, 6 and 7 as printed.
 """
 
@@ -187,7 +187,7 @@ class Analysis:
 
 
 def load_analysis(directory: Path) -> Analysis:
-    """Read what exists of ``tsne.parquet``, ``category_counts.parquet`` and ``probe.json``."""
+    """Read what exists of ``tsne.parquet``, ``category_counts.parquet`` and ``knowledge.json``."""
     out = Analysis()
     specs = {"tsne": ("tsne.parquet", ("subset", "x", "y", "hierarchical_label")),
              "category_counts": ("category_counts.parquet", ("subset", "hierarchical_label", "count"))}
@@ -201,7 +201,7 @@ def load_analysis(directory: Path) -> Analysis:
         if absent:
             raise ValueError(f"{path}: missing column(s) {', '.join(absent)}")
         setattr(out, attr, table.select(list(columns)).to_pylist())
-    probe = directory / "probe.json"
+    probe = directory / "knowledge.json"
     if probe.is_file():
         out.probe = read_json(probe)
     else:
