@@ -85,7 +85,6 @@ def test_lcs_with_too_few_candidates_names_the_count(tmp_path):
         run_experiment(cfg)
 
 
-@pytest.mark.slow
 def test_kill9_mid_grid_then_rerun_finishes_only_missing_cells(tmp_path):
     path = write_grid(tmp_path, ["baseline", "data", "eac"])
     cmd = [sys.executable, "-m", "eeca", "experiment", str(path)]
