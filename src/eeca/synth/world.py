@@ -54,7 +54,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from eeca.config import from_dict, load_config, to_dict
-from eeca.io import atomic_write, write_json
+from eeca.io import atomic_write, read_jsonl, write_json
 from eeca.synth.config import SynthConfig, WorldConfig
 
 CATEGORY_URL_PREFIX = "http://commons.wikimedia.org/wiki/Category:"
@@ -768,14 +768,7 @@ def read_truth(world: str | Path) -> list[dict]:
     path = Path(world) / "truth" / "landmarks.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no ground truth; build the world with `eeca synth world --out {world}`")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
-    return out
+    return read_jsonl(path)
 
 
 def world_command(out: str = "runs/synth/world", seed: int = 0, landmarks: int | None = None,
