@@ -54,6 +54,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from eeca.config import from_dict, load_config, to_dict
+from eeca.gldv2.paths import image_path
 from eeca.io import atomic_write, read_jsonl, write_json
 from eeca.synth.config import SynthConfig, WorldConfig
 
@@ -167,11 +168,6 @@ class Landmark:
 def category_url(name: str) -> str:
     """The Wikimedia category url of a landmark name (spaces as underscores, percent-encoded)."""
     return CATEGORY_URL_PREFIX + quote(name.replace(" ", "_"), safe="_(),'-.")
-
-
-def image_path(root: Path, image_id: str) -> Path:
-    """GLDv2 layout: ``train/a/b/c/<id>.jpg`` with a, b, c the first three characters of the id."""
-    return root / "train" / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
 
 
 # ----------------------------------------------------------------------------------------------
