@@ -143,7 +143,7 @@ def format_table(r: dict) -> str:
     return "\n".join(f"{a:<{w}}  {b:>6}  {c_}" for a, b, c_ in rows)
 
 
-def check_command(world: str = "runs/synth/world", models: str = "runs/synth/models", out: str | None = None,
+def check_command(world: str = "runs/demo/world", models: str = "runs/demo/models", out: str | None = None,
                   threads: int = 1) -> int:
     """Measure the stand-ins: CLIP top-1 on seen vs unseen landmarks, LLM place/attribute/name rates.
 

@@ -375,7 +375,7 @@ def build_models(world: str | Path, out: str | Path, cfg: SynthConfig | None = N
     return summary
 
 
-def models_command(world: str = "runs/synth/world", out: str = "runs/synth/models", config: str | None = None,
+def models_command(world: str = "runs/demo/world", out: str = "runs/demo/models", config: str | None = None,
                    override: list[str] | None = None) -> int:
     """Train the tiny stand-in CLIP, LLM and tokenizer on a synthetic world.
 

@@ -767,7 +767,7 @@ def read_truth(world: str | Path) -> list[dict]:
     return read_jsonl(path)
 
 
-def world_command(out: str = "runs/synth/world", seed: int = 0, landmarks: int | None = None,
+def world_command(out: str = "runs/demo/world", seed: int = 0, landmarks: int | None = None,
                   config: str | None = None, override: list[str] | None = None) -> int:
     """Draw the synthetic landmark world in GLDv2 format, with its ground truth.
 
