@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import yaml
 from PIL import Image
 
+from eeca.gldv2.paths import image_path
 from fake_openai import FakeOpenAI
 
 CATEGORIES = ["tower", "church", "bridge", "lake"]
@@ -25,7 +26,7 @@ def make_world(root: Path, n: int = 12, truth: bool = True) -> dict:
     for i in range(n):
         lid = 100 + i
         sid = hashlib.sha256(f"img{i}".encode()).hexdigest()[:16]
-        path = root / "world" / "train" / sid[0] / sid[1] / sid[2] / f"{sid}.jpg"
+        path = image_path(root / "world", sid)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (24, 16), (10 * i % 256, 80, 200 - 10 * i % 200)).save(path, "JPEG")
         cat = CATEGORIES[i % len(CATEGORIES)]
