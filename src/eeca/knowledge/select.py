@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from eeca.io import InputError, read_jsonl, read_parquet, write_parquet
+from eeca.io import read_jsonl, read_parquet, write_parquet
 
 METHODS = ("hds", "hss", "lcs", "brs")
 
@@ -69,15 +69,6 @@ def _min_rank(v: np.ndarray) -> np.ndarray:
     return 1 + np.searchsorted(np.sort(v), v, side="left")
 
 
-def read_scores(path: str | Path) -> tuple[pa.Table, np.ndarray]:
-    """scores.parquet's id, landmark_id, s_gt and rsr columns, and its ids as strings (unique, DESIGN 3)."""
-    t = read_parquet(path, columns=["id", "landmark_id", "s_gt", "rsr"])
-    ids = np.asarray(t.column("id").to_pylist(), dtype=object).astype(str)
-    if len(set(ids)) != len(ids):
-        raise InputError(f"{path}: field id: ids are not unique")
-    return t, ids
-
-
 def read_id_list(path: Path) -> set[str]:
     """Ids from a parquet or JSONL file with an ``id`` field, or a text file of one id per line."""
     if path.suffix == ".parquet":
@@ -104,7 +95,10 @@ def select_command(scores: str, method: Literal["hds", "hss", "lcs", "brs"], siz
         seed: random seed (BRS).
         quantile: LCS keeps images with S and RSR both below this quantile of the pool.
     """
-    t, ids = read_scores(scores)
+    t = read_parquet(scores, columns=["id", "landmark_id", "s_gt", "rsr"])
+    ids = np.asarray(t.column("id").to_pylist(), dtype=object).astype(str)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{scores}: field id: ids are not unique")
     keep = np.ones(len(ids), bool)
     if exclude:
         keep = ~np.isin(ids, list(read_id_list(Path(exclude))))

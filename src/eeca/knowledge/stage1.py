@@ -16,8 +16,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from eeca.io import write_parquet
-from eeca.knowledge.select import read_scores
+from eeca.io import read_parquet, write_parquet
 
 
 def choose(s: np.ndarray, rng: np.random.Generator) -> int:
@@ -54,7 +53,10 @@ def stage1_command(scores: str, out: str, seed: int = 0, top_k: int = 3) -> int:
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}")
-    t, ids = read_scores(scores)
+    t = read_parquet(scores, columns=["id", "landmark_id", "s_gt", "rsr"])
+    ids = np.asarray(t.column("id").to_pylist(), dtype=object).astype(str)
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{scores}: field id: ids are not unique")
     lids = t.column("landmark_id").to_numpy()
     s = t.column("s_gt").to_numpy()
     rsr = t.column("rsr").to_numpy()
