@@ -15,13 +15,13 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from eeca.config import from_dict  # noqa: E402
 from eeca.evaluate.judge import JudgeConfig, run_judge  # noqa: E402
-from fake_openai import FakeOpenAI  # noqa: E402
+from fake_openai import JudgeServer  # noqa: E402
 
 N, LATENCY, CONCURRENCY = 64, 0.05, 16
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as tmp, FakeOpenAI(latency=LATENCY) as server:
+    with tempfile.TemporaryDirectory() as tmp, JudgeServer(latency=LATENCY) as server:
         tmp = Path(tmp)
         test = [{"id": f"q{n}", "landmark_name": f"Landmark {n} lvl=known", "image": "x.jpg",
                  "conversations": [{"from": "human", "value": "<image>\nWhich landmark?"}]} for n in range(N)]

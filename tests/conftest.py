@@ -8,6 +8,12 @@ import pytest
 
 from cli_env import eeca_env
 
+# One intra-op thread for torch here and in every `python -m eeca` a test starts (they inherit it):
+# the tests run tiny tensors, and on a shared 2-core machine a second OpenMP thread spins against
+# other jobs and makes them 10-40x slower (a 1 s tiny-LLM training test took 70 s). Set
+# OMP_NUM_THREADS to choose otherwise.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 
 def pytest_collection_modifyitems(config, items):
     if os.environ.get("EECA_SLOW") == "1":

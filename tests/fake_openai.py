@@ -1,11 +1,14 @@
-"""A fake OpenAI-compatible server on 127.0.0.1 for judge tests and the judge benchmark.
+"""Fake OpenAI-compatible servers on 127.0.0.1 for the judge and MGLD annotator tests and the judge benchmark.
 
-Serves ``GET /v1/models`` and ``POST /v1/chat/completions`` from a thread. What it answers for a
-question is read from the ground-truth name in the prompt, which carries directives:
-``lvl=<level key>`` (the verdict to return), ``401x<n>`` / ``429x<n>`` / ``500x<n>`` (fail the first n attempts),
+``FakeOpenAI`` serves ``GET /v1/models`` and ``POST /v1/chat/completions`` from a thread, answers 404
+for an unknown path or model, and counts what it sees: ``requests`` (path -> count), ``bodies`` (the
+completion request bodies), ``auth`` (the Authorization headers). A subclass decides each chat reply
+in ``reply(body)``: ``(200, assistant content)`` or ``(error status, message)``.
+
+``JudgeServer`` answers judge prompts from directives in the ground-truth name: ``lvl=<level key>``
+(the verdict to return), ``401x<n>`` / ``429x<n>`` / ``500x<n>`` (fail the first n attempts),
 ``timeoutx<n>`` (stall past the client's timeout the first n attempts), ``malformed``, ``offlabel``
-and ``always500``. With ``healthy = True`` every directive but ``lvl=`` is ignored. Every request is
-counted server-side (``requests``: path -> count, ``bodies``: the completion request bodies).
+and ``always500``. With ``healthy = True`` every directive but ``lvl=`` is ignored.
 """
 
 from __future__ import annotations
@@ -17,19 +20,16 @@ import time
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-LABELS = {"strongly_known": "Strongly Known", "known": "Known", "weakly_unknown": "Weakly Unknown",
-          "unknown": "Unknown"}
+CHAT = "/v1/chat/completions"
 
 
 class FakeOpenAI:
-    def __init__(self, model: str = "judge-model", latency: float = 0.0, stall: float = 1.0):
+    def __init__(self, model: str, latency: float = 0.0, stall: float = 1.0):
         self.model, self.latency, self.stall = model, latency, stall
-        self.healthy = False
         self.requests: Counter = Counter()
-        self.attempts: Counter = Counter()  # per ground-truth name
         self.bodies: list[dict] = []
         self.auth: list[str] = []
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -37,8 +37,9 @@ class FakeOpenAI:
                 pass
 
             def do_GET(self):
-                with fake._lock:
+                with fake.lock:
                     fake.requests[self.path] += 1
+                    fake.auth.append(self.headers.get("Authorization", ""))
                 if self.path.rstrip("/") != "/v1/models":
                     return self._send(404, {"error": {"message": "not found"}})
                 self._send(200, {"object": "list", "data": [{"id": fake.model, "object": "model", "created": 0,
@@ -46,35 +47,21 @@ class FakeOpenAI:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with fake._lock:
+                with fake.lock:
                     fake.requests[self.path] += 1
                     fake.bodies.append(body)
                     fake.auth.append(self.headers.get("Authorization", ""))
-                if self.path != "/v1/chat/completions":
-                    return self._send(404, {"error": {"message": "not found"}})
-                user = body["messages"][-1]["content"]
-                name = re.search(r"Ground truth landmark: (.*)", user).group(1)
-                with fake._lock:
-                    fake.attempts[name] += 1
-                    attempt = fake.attempts[name]
+                if self.path != CHAT or body.get("model") != fake.model:
+                    return self._send(404, {"error": {"message": f"not found: {self.path} {body.get('model')}"}})
                 if fake.latency:
                     time.sleep(fake.latency)
-                level = re.search(r"lvl=(\w+)", name)
-                content = json.dumps({"level": LABELS[level.group(1)] if level else "Unknown", "explanation": "ok"})
-                if not fake.healthy:
-                    fail = re.search(r"(401|429|500|timeout)x(\d)", name)
-                    if fail and attempt <= int(fail.group(2)):
-                        if fail.group(1) == "timeout":
-                            time.sleep(fake.stall)
-                            return self._send(200, fake.completion(content))
-                        return self._send(int(fail.group(1)), {"error": {"message": "injected"}})
-                    if "always500" in name:
-                        return self._send(500, {"error": {"message": "injected"}})
-                    if "malformed" in name:
-                        content = "I would say it is Known."
-                    if "offlabel" in name:
-                        content = json.dumps({"level": "Partially Known", "explanation": "x"})
-                self._send(200, fake.completion(content))
+                status, text = fake.reply(body)
+                if status != 200:
+                    return self._send(status, {"error": {"message": text}})
+                self._send(200, {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": fake.model,
+                                 "choices": [{"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": text}}],
+                                 "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}})
 
             def _send(self, code: int, obj: dict):
                 data = json.dumps(obj).encode()
@@ -85,7 +72,7 @@ class FakeOpenAI:
                     self.send_header("retry-after-ms", "1")  # keeps the client's backoff short in tests
                     self.end_headers()
                     self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout)
+                except OSError:  # the client gave up (timeout)
                     pass
 
         class Server(ThreadingHTTPServer):
@@ -96,19 +83,51 @@ class FakeOpenAI:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def completion(self, content: str) -> dict:
-        return {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": self.model,
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-                "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}
+    def reply(self, body: dict) -> tuple[int, str]:
+        raise NotImplementedError
 
     @property
     def completions(self) -> int:
-        return self.requests["/v1/chat/completions"]
+        return self.requests[CHAT]
 
-    def __enter__(self) -> FakeOpenAI:
+    def __enter__(self):
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+LABELS = {"strongly_known": "Strongly Known", "known": "Known", "weakly_unknown": "Weakly Unknown",
+          "unknown": "Unknown"}
+
+
+class JudgeServer(FakeOpenAI):
+    def __init__(self, model: str = "judge-model", latency: float = 0.0, stall: float = 1.0):
+        super().__init__(model, latency, stall)
+        self.healthy = False
+        self.attempts: Counter = Counter()  # per ground-truth name
+
+    def reply(self, body: dict) -> tuple[int, str]:
+        name = re.search(r"Ground truth landmark: (.*)", body["messages"][-1]["content"]).group(1)
+        with self.lock:
+            self.attempts[name] += 1
+            attempt = self.attempts[name]
+        level = re.search(r"lvl=(\w+)", name)
+        content = json.dumps({"level": LABELS[level.group(1)] if level else "Unknown", "explanation": "ok"})
+        if self.healthy:
+            return 200, content
+        fail = re.search(r"(401|429|500|timeout)x(\d)", name)
+        if fail and attempt <= int(fail.group(2)):
+            if fail.group(1) == "timeout":
+                time.sleep(self.stall)
+                return 200, content
+            return int(fail.group(1)), "injected"
+        if "always500" in name:
+            return 500, "injected"
+        if "malformed" in name:
+            return 200, "I would say it is Known."
+        if "offlabel" in name:
+            return 200, json.dumps({"level": "Partially Known", "explanation": "x"})
+        return 200, content

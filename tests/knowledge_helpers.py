@@ -11,6 +11,8 @@ import torch
 from PIL import Image
 from transformers import CLIPConfig, CLIPModel, CLIPProcessor, CLIPTokenizer
 
+from eeca.gldv2.paths import image_relpath
+
 try:  # the PIL backend needs no torchvision (transformers >= 5.2x splits the backends)
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil as ImageProcessor
 except ImportError:
@@ -44,7 +46,7 @@ def make_landmarks(root: Path, n_landmarks: int = 6, per_landmark: int = 4, size
     ids, lids, paths = [], [], []
     for k in range(n_landmarks * per_landmark):
         image_id = f"{rng.integers(0, 2**63):016x}"
-        rel = f"train/{image_id[0]}/{image_id[1]}/{image_id[2]}/{image_id}.jpg"
+        rel = image_relpath(image_id)
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         pixels = rng.integers(0, 256, size=(size, size + 8, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(root / rel, quality=90)

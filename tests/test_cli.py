@@ -37,6 +37,7 @@ def test_every_verb_has_help_for_every_option(verb, capsys):
     assert info.value.code == 0
     out = capsys.readouterr().out
     fn = _resolve(COMMANDS[verb])
+    assert inspect.isfunction(fn), f"{verb}: {COMMANDS[verb]} is not a plain function"
     summary, arg_help = _split_doc(inspect.getdoc(fn))
     assert out.startswith(f"usage: eeca {verb}") and summary.splitlines()[0] in out
     for name in inspect.signature(fn).parameters:

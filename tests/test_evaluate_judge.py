@@ -20,7 +20,7 @@ from eeca.evaluate.levels import LEVELS
 from eeca.evaluate.metrics import agreement, compute_metrics
 from eeca.io import read_json, read_jsonl
 from eeca.llm_client import FatalChatError
-from fake_openai import FakeOpenAI
+from fake_openai import JudgeServer
 
 # ---- data -----------------------------------------------------------------------------------------
 
@@ -56,7 +56,7 @@ def llm_cfg(tmp_path, url, **kw) -> JudgeConfig:
 
 def test_faults_never_invent_a_verdict_and_reruns_ask_only_what_is_missing(tmp_path, monkeypatch):
     monkeypatch.delenv("EECA_TEST_JUDGE_KEY", raising=False)
-    with FakeOpenAI(stall=1.5) as server:
+    with JudgeServer(stall=1.5) as server:
         cfg = llm_cfg(tmp_path, server.url + "/")
         first = run_judge(cfg, tmp_path / "out")
         rows = {r["id"]: r for r in read_jsonl(tmp_path / "out" / "judgments.jsonl")}
@@ -94,7 +94,7 @@ def test_faults_never_invent_a_verdict_and_reruns_ask_only_what_is_missing(tmp_p
 
 def test_key_comes_from_the_environment_and_never_reaches_the_outputs(tmp_path, monkeypatch):
     monkeypatch.setenv("EECA_TEST_JUDGE_KEY", "sk-test-secret-123")
-    with FakeOpenAI() as server:
+    with JudgeServer() as server:
         cfg = llm_cfg(tmp_path, server.url, cache=None)
         run_judge(cfg, tmp_path / "out")
         assert set(server.auth) == {"Bearer sk-test-secret-123"}
@@ -103,7 +103,7 @@ def test_key_comes_from_the_environment_and_never_reaches_the_outputs(tmp_path, 
 
 
 def test_health_check_fails_before_any_completion(tmp_path):
-    with FakeOpenAI(model="other-model") as server:
+    with JudgeServer(model="other-model") as server:
         with pytest.raises(FatalChatError, match="does not serve model 'judge-model'"):
             run_judge(llm_cfg(tmp_path, server.url), tmp_path / "out")
         assert server.completions == 0
@@ -117,7 +117,7 @@ def test_health_check_fails_before_any_completion(tmp_path):
 
 
 def test_a_rejected_key_stops_the_run_instead_of_failing_every_question(tmp_path, capsys):
-    with FakeOpenAI() as server:
+    with JudgeServer() as server:
         cfg = llm_cfg(tmp_path, server.url, max_concurrency=1)
         write_inputs(tmp_path, {"a": "Alpha 401x9 lvl=known", "b": "Bravo lvl=known"})
         with pytest.raises(FatalChatError, match="HTTP 401"):
@@ -131,7 +131,7 @@ def test_a_rejected_key_stops_the_run_instead_of_failing_every_question(tmp_path
 
 
 def test_without_structured_output_the_reply_is_parsed_strictly(tmp_path):
-    with FakeOpenAI() as server:
+    with JudgeServer() as server:
         cfg = llm_cfg(tmp_path, server.url, structured="none")
         run_judge(cfg, tmp_path / "out")
         assert "response_format" not in server.bodies[0]

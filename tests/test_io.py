@@ -20,6 +20,7 @@ from eeca.io import (
     read_json,
     read_jsonl,
     read_parquet,
+    read_records,
     write_json,
     write_parquet,
 )
@@ -110,6 +111,20 @@ def test_read_jsonl_names_the_bad_line(tmp_path):
     p.write_text('{"id": 1}\n\n{"id": \n', encoding="utf-8")
     with pytest.raises(InputError, match=rf"{p}: line 3: invalid JSON"):
         read_jsonl(p)
+
+
+def test_read_records_reads_a_json_list_or_jsonl_and_names_the_bad_line(tmp_path):
+    recs = [{"id": "a", "n": 1}, {"id": "b", "n": 2}]
+    (tmp_path / "r.json").write_text(json.dumps(recs, indent=1), encoding="utf-8")
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs), encoding="utf-8")
+    assert read_records(tmp_path / "r.json") == read_records(tmp_path / "r.jsonl") == recs
+    bad = tmp_path / "bad.json"
+    bad.write_text('[\n{"id": "a"},\n{"id": }\n]', encoding="utf-8")
+    with pytest.raises(InputError, match=rf"{bad}: line 3: invalid JSON"):
+        read_records(bad)
+    bad.write_text('{"id": "a"}', encoding="utf-8")
+    with pytest.raises(InputError, match="expected a JSON list of records, got dict"):
+        read_records(bad)
 
 
 WRITER = textwrap.dedent("""

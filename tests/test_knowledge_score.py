@@ -19,7 +19,7 @@ from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
 from cli_env import eeca_env
-from eeca.config import ConfigError, from_dict, load_config
+from eeca.config import ConfigError, from_dict
 from eeca.knowledge.score import ScoreConfig, run_score
 from knowledge_helpers import make_landmarks, make_tiny_clip
 
@@ -206,11 +206,3 @@ def test_two_processes_write_the_same_file_as_one(clip_dir, world, tmp_path, run
     assert _scores_bytes(two) == _scores_bytes(one)
     summary = json.loads((two / "score_summary.json").read_text())
     assert summary["scored"] == 35
-
-
-@pytest.mark.parametrize("name", ["synth", "paper"])
-def test_shipped_configs_load(name):
-    path = Path(__file__).resolve().parents[1] / "configs" / name / "score.yaml"
-    first = path.read_text().splitlines()[0]
-    assert "eeca score" in first and "--config configs/" + name + "/score.yaml" in first
-    assert load_config(ScoreConfig, path).shard_size > 0

@@ -177,5 +177,3 @@ def test_cli_and_bad_config(run_eeca, tmp_path):
 def test_shipped_config_matches_defaults():
     cfg = load_config(SynthConfig, ROOT / "configs" / "synth" / "world.yaml")
     assert cfg == SynthConfig()
-    first = (ROOT / "configs" / "synth" / "world.yaml").read_text().splitlines()[0]
-    assert first.startswith("# eeca synth world ")

@@ -1,8 +1,10 @@
-"""A tiny LLaVA (CLIP vision 2x32, Llama 2x64) with its processor and a trained BPE tokenizer.
+"""Tiny LLaVA parts for the tests and benchmarks: a trained byte-level BPE tokenizer, a processor and a
+random ``LlavaForConditionalGeneration`` (CLIP vision 2x32, Llama 2x32), all built from configs.
 
-Built from configs in well under a second so that generation tests and benchmarks run on a CPU
-without downloading anything. Saved with ``save_pretrained`` so the code under test loads it the
-way it loads a real checkpoint.
+Built in well under a second so that annotation, training and generation tests run on a CPU without
+downloading anything; ``build_tiny_llava`` saves them with ``save_pretrained`` so the code under
+test loads them the way it loads a real checkpoint. Each area picks its own tokenizer specials and
+chat template (Llama-3 style without unk for training, a left-padding one with unk for generation).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
-    CLIPImageProcessor,
+    CLIPImageProcessorPil,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
@@ -33,37 +35,49 @@ CORPUS = [
 ]
 
 
-def build_tiny_llava(out: Path, seed: int = 0, image_size: int = 32, patch: int = 8) -> Path:
-    """Write a tiny random LLaVA checkpoint + processor to ``out``; returns ``out``."""
-    tok = Tokenizer(models.BPE(unk_token="<unk>"))
+def bpe_tokenizer(corpus: list[str], specials: list[str], vocab_size: int, **tokens) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on ``corpus``; ``tokens``: bos_token, chat_template, ... ."""
+    unk = tokens.get("unk_token")
+    tok = Tokenizer(models.BPE(unk_token=unk) if unk else models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    special = ["<unk>", "<pad>", "<s>", "</s>", "<image>"]
-    tok.train_from_iterator(CORPUS * 4, trainers.BpeTrainer(vocab_size=300, special_tokens=special,
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<pad>",
-                                        bos_token="<s>", eos_token="</s>", extra_special_tokens={"image_token": "<image>"},
-                                        padding_side="left", chat_template=CHAT_TEMPLATE)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
-                                         crop_size={"height": image_size, "width": image_size})
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tokenizer, patch_size=patch,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1)
-    vocab = len(tokenizer)
+    tok.train_from_iterator(corpus * 4, trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                                             show_progress=False,
+                                                             initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=tok, **tokens)
+
+
+def tiny_processor(tokenizer, image_size: int = 32, patch: int = 8, chat_template: str | None = None) -> LlavaProcessor:
+    ip = CLIPImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    return LlavaProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=patch, chat_template=chat_template,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1)
+
+
+def tiny_llava(processor: LlavaProcessor, seed: int = 0) -> LlavaForConditionalGeneration:
+    """A random tiny LLaVA sized for ``processor`` (its image size, patch and vocabulary)."""
+    tok, ip = processor.tokenizer, processor.image_processor
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=image_size, patch_size=patch),
-        text_config=LlamaConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                                num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=512,
-                                pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-                                eos_token_id=tokenizer.eos_token_id),
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
-        vision_feature_layer=-2, vision_feature_select_strategy="default",
-    )
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                       image_size=ip.crop_size["height"], patch_size=processor.patch_size),
+        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                                num_key_value_heads=2, vocab_size=len(tok), pad_token_id=tok.pad_token_id,
+                                bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id),
+        image_token_id=processor.image_token_id, vision_feature_layer=-2, vision_feature_select_strategy="default")
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config).eval()
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
+    return model
+
+
+def build_tiny_llava(out: Path, seed: int = 0, image_size: int = 32, patch: int = 8) -> Path:
+    """Write a tiny random LLaVA checkpoint + processor (left padding, for generation) to ``out``."""
+    tokenizer = bpe_tokenizer(CORPUS, ["<unk>", "<pad>", "<s>", "</s>", "<image>"], 300, unk_token="<unk>",
+                              pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+                              extra_special_tokens={"image_token": "<image>"}, padding_side="left",
+                              chat_template=CHAT_TEMPLATE)
+    processor = tiny_processor(tokenizer, image_size, patch)
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
+    tiny_llava(processor, seed).save_pretrained(out)
     processor.save_pretrained(out)
     return out

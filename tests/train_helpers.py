@@ -1,4 +1,4 @@
-"""Tiny tokenizers, processors, LLaVA models and LLaVA-JSON data for the training tests (CPU, seconds)."""
+"""Tiny tokenizers, checkpoints and LLaVA-JSON data for the training tests (CPU, seconds); the LLaVA parts are tests/tiny_llava.py's."""
 
 from __future__ import annotations
 
@@ -7,18 +7,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    CLIPImageProcessorPil,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaProcessor,
-    PreTrainedTokenizerFast,
-)
+from transformers import CLIPImageProcessorPil, CLIPVisionConfig, LlamaConfig, PreTrainedTokenizerFast
 
 from eeca.train.data import TEMPLATES_DIR
+from tiny_llava import bpe_tokenizer, tiny_llava, tiny_processor
 
 # A plain "User:/Assistant:" format, as a small stand-in LLM's tokenizer would carry.
 SIMPLE_TEMPLATE = (
@@ -36,36 +28,9 @@ CORPUS = ["what is this landmark? it is the red tower of northvale, a stone brid
 def tiny_tokenizer(style: str = "llama3") -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer (no unk, like Llama-3) with ``<image>`` and a chat template."""
     specials = ["<|begin_of_text|>", "<|eot_id|>", "<|start_header_id|>", "<|end_header_id|>", "<image>"]
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=specials, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(CORPUS * 4, trainer)
     template = (TEMPLATES_DIR / "llama3.jinja").read_text() if style == "llama3" else SIMPLE_TEMPLATE
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
-                                   extra_special_tokens={"image_token": "<image>"}, chat_template=template)
-
-
-def tiny_processor(tokenizer, image_size: int = 32, patch: int = 8) -> LlavaProcessor:
-    ip = CLIPImageProcessorPil(size={"shortest_edge": image_size},
-                               crop_size={"height": image_size, "width": image_size})
-    return LlavaProcessor(image_processor=ip, tokenizer=tokenizer, patch_size=patch,
-                          vision_feature_select_strategy="default", num_additional_image_tokens=1)
-
-
-def tiny_llava(processor, seed: int = 0) -> LlavaForConditionalGeneration:
-    import torch
-
-    torch.manual_seed(seed)
-    tok = processor.tokenizer
-    cfg = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=32, patch_size=8),
-        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                num_key_value_heads=2, vocab_size=len(tok), pad_token_id=tok.pad_token_id),
-        image_token_id=processor.image_token_id, vision_feature_layer=-2)
-    return LlavaForConditionalGeneration(cfg)
+    return bpe_tokenizer(CORPUS, specials, 400, bos_token="<|begin_of_text|>", eos_token="<|eot_id|>",
+                         extra_special_tokens={"image_token": "<image>"}, chat_template=template)
 
 
 def write_llava_json(root: Path, n: int = 8, text_only: int = 0, seed: int = 0) -> Path:

@@ -209,3 +209,19 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             except json.JSONDecodeError as e:
                 raise InputError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
     return out
+
+
+def read_records(path: str | os.PathLike) -> list:
+    """The records of a JSON list file (MGLD / LLaVA) or, for a ``.jsonl`` path, a JSONL file.
+
+    Unreadable JSON, or a JSON file that is not a list, is an error naming file and line.
+    """
+    if Path(path).suffix == ".jsonl":
+        return read_jsonl(path)
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
+    return data

@@ -1,7 +1,7 @@
 """Fixtures for the MGLD tests (helpers in mgld_world.py)."""
 
 import pytest
-from mgld_world import FakeOpenAI, make_world
+from mgld_world import AnnotatorServer, make_world
 
 
 @pytest.fixture
@@ -11,6 +11,5 @@ def world(tmp_path):
 
 @pytest.fixture
 def fake_openai():
-    server = FakeOpenAI()
-    yield server
-    server.close()
+    with AnnotatorServer() as server:
+        yield server

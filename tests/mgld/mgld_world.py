@@ -1,20 +1,21 @@
-"""Helpers for the MGLD tests: a small landmark set on disk and a fake OpenAI-compatible server."""
+"""Helpers for the MGLD tests: a small landmark set on disk and a fake OpenAI-compatible annotator."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import re
-import threading
 import time
 from collections import Counter, defaultdict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import yaml
 from PIL import Image
+
+from eeca.gldv2.paths import image_path
+from fake_openai import FakeOpenAI
 
 CATEGORIES = ["tower", "church", "bridge", "lake"]
 
@@ -25,7 +26,7 @@ def make_world(root: Path, n: int = 12, truth: bool = True) -> dict:
     for i in range(n):
         lid = 100 + i
         sid = hashlib.sha256(f"img{i}".encode()).hexdigest()[:16]
-        path = root / "world" / "train" / sid[0] / sid[1] / sid[2] / f"{sid}.jpg"
+        path = image_path(root / "world", sid)
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (24, 16), (10 * i % 256, 80, 200 - 10 * i % 200)).save(path, "JPEG")
         cat = CATEGORIES[i % len(CATEGORIES)]
@@ -52,92 +53,42 @@ def write_config(path: Path, cfg: dict) -> Path:
     return path
 
 
-class FakeOpenAI:
-    """An OpenAI-compatible server on 127.0.0.1 that fails on request.
+class AnnotatorServer(FakeOpenAI):
+    """A fake OpenAI-compatible annotator (stage-2 answers, stage-3 entities) that fails on request.
 
     ``script[landmark name]`` is a list of actions consumed one per chat request for that sample:
     ``429``, ``500``, ``timeout`` (sleeps past the client's timeout), ``garbage`` (not JSON),
     ``schema`` (JSON that breaks the reply schema); when it is empty the reply is valid.
-    ``counts`` counts requests per endpoint; ``auth`` holds the Authorization headers seen.
+    ``per_name`` counts chat requests per landmark, ``images`` the image url schemes sent.
     """
 
-    def __init__(self, model: str = "fake-vlm", timeout_sleep: float = 1.0):
-        self.model, self.timeout_sleep = model, timeout_sleep
+    def __init__(self, model: str = "fake-vlm"):
+        super().__init__(model)
         self.script: dict[str, list[str]] = defaultdict(list)
-        self.counts: Counter = Counter()
         self.per_name: Counter = Counter()
-        self.auth: set[str] = set()
         self.images: Counter = Counter()
-        self._lock = threading.Lock()
-        server = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def _send(self, status, obj, headers=None):
-                body = json.dumps(obj).encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(body)))
-                    for k, v in (headers or {}).items():
-                        self.send_header(k, v)
-                    self.end_headers()
-                    self.wfile.write(body)
-                except OSError:
-                    pass  # the client gave up (timeout test)
-
-            def do_GET(self):
-                server.auth.add(self.headers.get("Authorization", ""))
-                with server._lock:
-                    server.counts["models"] += 1
-                if self.path.rstrip("/") == "/v1/models":
-                    self._send(200, {"object": "list", "data": [{"id": server.model, "object": "model"}]})
-                else:
-                    self._send(404, {"error": {"message": "not found"}})
-
-            def do_POST(self):
-                server.auth.add(self.headers.get("Authorization", ""))
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                first = body["messages"][0]["content"]
-                text = next(c["text"] for c in first if c["type"] == "text")
-                url = next(c["image_url"]["url"] for c in first if c["type"] == "image_url")
-                name = re.search(r"Landmark name(?: \(reference\))?: (.*)", text).group(1).strip()
-                stage3 = "Original category label" in text
-                with server._lock:
-                    server.counts["chat"] += 1
-                    server.per_name[name] += 1
-                    server.images[url.split(",")[0]] += 1
-                    action = server.script[name].pop(0) if server.script[name] else "ok"
-                if body.get("model") != server.model:
-                    return self._send(404, {"error": {"message": f"model {body.get('model')} not found"}})
-                if action == "429":
-                    return self._send(429, {"error": {"message": "rate limited"}}, {"retry-after-ms": "5"})
-                if action == "500":
-                    return self._send(500, {"error": {"message": "internal error"}})
-                if action == "timeout":
-                    time.sleep(server.timeout_sleep)
-                if action == "garbage":
-                    content = "Sure! The landmark is lovely, answer: yes"
-                elif action == "schema":
-                    content = json.dumps({"entities": "not a list"} if stage3 else {"answer": 42})
-                elif stage3:
-                    content = json.dumps({"entities": [f"{name} spire", "brick wall", "Brick Wall"],
-                                          "hierarchical_label": "  Tower "})
-                else:
-                    content = json.dumps({"answer": f"This is {name}, seen from the river."})
-                self._send(200, {"id": "c1", "object": "chat.completion", "created": 0, "model": server.model,
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": content}}],
-                                 "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}})
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def reply(self, body: dict) -> tuple[int, str]:
+        first = body["messages"][0]["content"]
+        text = next(c["text"] for c in first if c["type"] == "text")
+        url = next(c["image_url"]["url"] for c in first if c["type"] == "image_url")
+        name = re.search(r"Landmark name(?: \(reference\))?: (.*)", text).group(1).strip()
+        stage3 = "Original category label" in text
+        with self.lock:
+            self.per_name[name] += 1
+            self.images[url.split(",")[0]] += 1
+            action = self.script[name].pop(0) if self.script[name] else "ok"
+        if action == "429":
+            return 429, "rate limited"
+        if action == "500":
+            return 500, "internal error"
+        if action == "timeout":
+            time.sleep(self.stall)
+        if action == "garbage":
+            return 200, "Sure! The landmark is lovely, answer: yes"
+        if action == "schema":
+            return 200, json.dumps({"entities": "not a list"} if stage3 else {"answer": 42})
+        if stage3:
+            return 200, json.dumps({"entities": [f"{name} spire", "brick wall", "Brick Wall"],
+                                    "hierarchical_label": "  Tower "})
+        return 200, json.dumps({"answer": f"This is {name}, seen from the river."})

@@ -4,19 +4,10 @@ import json
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-from transformers import (
-    CLIPImageProcessor,
-    CLIPVisionConfig,
-    LlamaConfig,
-    LlavaConfig,
-    LlavaForConditionalGeneration,
-    LlavaProcessor,
-    PreTrainedTokenizerFast,
-)
 
 from eeca.mgld.annotators import AnnotatorConfig, HFAnnotator, Request
 from eeca.mgld.tasks import load_task
+from tiny_llava import bpe_tokenizer, tiny_llava, tiny_processor
 
 CHAT = ("{% for m in messages %}{{ m['role'] }}: {% if m['content'] is string %}{{ m['content'] }}{% else %}"
         "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>{{ '\\n' }}{% else %}{{ c['text'] }}"
@@ -27,28 +18,11 @@ CHAT = ("{% for m in messages %}{{ m['role'] }}: {% if m['content'] is string %}
 def checkpoint(tmp_path_factory):
     """A llava-hf style folder: byte-level BPE tokenizer, CLIP image processor, 2-layer model."""
     path = tmp_path_factory.mktemp("tiny-llava")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator(['{"answer": "This is Karvel Tower in Ostrava."}', "user: assistant: Where is this?"],
-                            trainers.BpeTrainer(vocab_size=320, special_tokens=["<pad>", "<s>", "</s>", "<image>"],
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
-    processor = LlavaProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
-                                                                  crop_size={"height": 32, "width": 32}),
-                               tokenizer=tokenizer, patch_size=8, vision_feature_select_strategy="default",
-                               num_additional_image_tokens=1, chat_template=CHAT)
-    config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                       num_attention_heads=2, image_size=32, patch_size=8),
-        text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                                num_key_value_heads=2, vocab_size=len(tokenizer), pad_token_id=0, bos_token_id=1,
-                                eos_token_id=2),
-        image_token_id=3, vision_feature_select_strategy="default", vision_feature_layer=-2)
-    torch.manual_seed(0)
-    model = LlavaForConditionalGeneration(config).eval()
-    model.generation_config.pad_token_id = 0
-    model.save_pretrained(path)
+    tokenizer = bpe_tokenizer(['{"answer": "This is Karvel Tower in Ostrava."}', "user: assistant: Where is this?"],
+                              ["<pad>", "<s>", "</s>", "<image>"], 320, bos_token="<s>", eos_token="</s>",
+                              pad_token="<pad>", extra_special_tokens={"image_token": "<image>"})
+    processor = tiny_processor(tokenizer, chat_template=CHAT)
+    tiny_llava(processor).save_pretrained(path)
     processor.save_pretrained(path)
     return path
 

@@ -65,18 +65,18 @@ def test_faults_end_annotated_or_listed_rerun_retries_only_failed_cache_sends_no
     assert [fake_openai.per_name[n] for n in names[:9]] == [3, 2, 2, 2, 2, 3, 2, 3, 3]
     summary = json.loads((out / "stage2_summary.json").read_text())
     assert summary["usage"]["retries"] == 2 + 1 + 1 + 2 + 2 + 1 and summary["usage"]["reasks"] == 1 + 1 + 1 + 1
-    chat_ok = fake_openai.counts["chat"] - (2 + 1 + 1 + 3 + 3 + 1)  # requests that got a 200 with usage
+    chat_ok = fake_openai.completions - (2 + 1 + 1 + 3 + 3 + 1)  # requests that got a 200 with usage
     assert summary["usage"]["prompt_tokens"] == 100 * chat_ok
-    assert summary["usage"]["cost_usd"] == pytest.approx(chat_ok * (100 * 2.5 + 20 * 10.0) / 1e6)
+    assert summary["usage"]["cost_usd"] == pytest.approx(chat_ok * (100 * 2.5 + 10 * 10.0) / 1e6)
     assert "9/12 ok" in first.out and "3 failed (listed in" in first.out
-    assert fake_openai.counts["models"] == 1  # one health check
+    assert fake_openai.requests["/v1/models"] == 1  # one health check
     assert set(fake_openai.images) == {"data:image/jpeg;base64"}
 
     # healthy server: the rerun sends exactly the three failed samples
-    before = fake_openai.counts["chat"]
+    before = fake_openai.completions
     assert main(["mgld", "stage2", str(cfg_path)]) == 0
     rerun = capsys.readouterr()
-    assert fake_openai.counts["chat"] - before == 3 and "12/12 ok (3 new, 9 resumed" in rerun.out
+    assert fake_openai.completions - before == 3 and "12/12 ok (3 new, 9 resumed" in rerun.out
     assert (out / "stage2_failures.jsonl").read_text() == ""
     assert main(["mgld", "stage3", str(cfg_path)]) == 0
     stage3 = capsys.readouterr()
@@ -85,14 +85,14 @@ def test_faults_end_annotated_or_listed_rerun_retries_only_failed_cache_sends_no
     assert train[0]["hierarchical_label"] == "tower" and len(train[0]["entities"]) == 2  # cleaned reply
 
     # a second full run into a fresh folder sharing the cache sends zero requests
-    counts = dict(fake_openai.counts)
+    counts = dict(fake_openai.requests)
     cfg2 = _openai_config(w, fake_openai, tmp_path / "out2")
     cfg2["annotator"]["cache"] = str(out / "cache.jsonl")
     cfg2_path = write_config(tmp_path / "mgld2.yaml", cfg2)
     assert main(["mgld", "stage2", str(cfg2_path)]) == 0
     assert main(["mgld", "stage3", str(cfg2_path)]) == 0
     cached = capsys.readouterr()
-    assert dict(fake_openai.counts) == counts
+    assert dict(fake_openai.requests) == counts
     assert "12/12 ok (12 new, 0 resumed, 12 from cache)" in cached.out
     for name in ("train.json", "test.json", "llava_train.json", "split.parquet"):
         assert (tmp_path / "out2" / name).read_bytes() == (out / name).read_bytes()

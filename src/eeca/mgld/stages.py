@@ -31,7 +31,6 @@ Output folder (``out``):
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,6 +41,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from eeca.config import load_config, to_dict
+from eeca.gldv2.paths import image_relpath
 from eeca.io import JsonlStore, atomic_write, read_jsonl, read_parquet, write_json, write_parquet
 from eeca.llm_client import FatalChatError
 from eeca.mgld.annotators import AnnotatorConfig, Request, build_annotator
@@ -49,7 +49,6 @@ from eeca.mgld.questions import load_questions, pick_question
 from eeca.mgld.split import split_by_landmark
 from eeca.mgld.tasks import Task, load_task
 
-_GLDV2_ID = re.compile(r"^[0-9a-f]{16}$")
 STAGE1_COLUMNS = ("landmark_id", "id", "s_gt", "rsr")
 
 
@@ -206,9 +205,11 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pa.Table:
 
 def _image_path(cfg: MgldConfig, sample_id: str, paths: dict | None, where: str) -> str:
     if paths is None:
-        if not _GLDV2_ID.match(sample_id):
-            raise ValueError(f"{where}: field 'id': {sample_id!r} is not a GLDv2 id (16 lowercase hex characters)")
-        return f"train/{sample_id[0]}/{sample_id[1]}/{sample_id[2]}/{sample_id}.jpg"
+        try:
+            return image_relpath(sample_id)
+        except ValueError:
+            raise ValueError(f"{where}: field 'id': {sample_id!r} is not a GLDv2 id "
+                             "(16 lowercase hex characters)") from None
     if sample_id not in paths or not paths[sample_id]:
         raise ValueError(f"{where}: field 'id': {sample_id!r} has no path in {cfg.images}")
     rel = str(paths[sample_id])

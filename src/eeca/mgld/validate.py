@@ -11,36 +11,15 @@ names the record (index and id) and the field.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from eeca.io import read_records
 from eeca.mgld.schema import LLAVA_RECORD, MGLD_RECORD, check
 
 IMAGE_TOKEN = "<image>"
 Kind = Literal["auto", "mgld", "llava"]
-
-
-def load_records(path: Path) -> list:
-    """The records of a JSON list file or a JSONL file; unreadable JSON names file and line."""
-    text = Path(path).read_text(encoding="utf-8")
-    if Path(path).suffix == ".jsonl":
-        out = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
-        return out
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
-    return data
 
 
 def detect_kind(records: list) -> Literal["mgld", "llava"]:
@@ -117,7 +96,7 @@ def validate_command(file: Path, kind: Kind = "auto", image_root: Path | None = 
         max_errors: print at most this many errors (all are counted).
     """
     try:
-        records = load_records(file)
+        records = read_records(file)
     except (OSError, ValueError) as e:
         print(f"eeca mgld validate: {e}")
         return 1

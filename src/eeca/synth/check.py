@@ -24,9 +24,10 @@ import torch
 from PIL import Image
 from transformers import AutoTokenizer, CLIPModel, CLIPProcessor, LlamaForCausalLM
 
+from eeca.gldv2.paths import image_path
 from eeca.io import read_jsonl, write_json
 from eeca.synth.models import DESCRIBE_QUESTIONS, NAME_QUESTIONS, landmark_fields
-from eeca.synth.world import image_path, read_truth
+from eeca.synth.world import read_truth
 
 NEW_DESCRIBE_QUESTION = "What can you tell me about the landmark {name}?"
 NEW_NAME_QUESTION = "A {category} in {place}, known for its {e0}, its {e1} and its {e2}. What is its name?"
@@ -142,7 +143,7 @@ def format_table(r: dict) -> str:
     return "\n".join(f"{a:<{w}}  {b:>6}  {c_}" for a, b, c_ in rows)
 
 
-def check_command(world: str = "runs/synth/world", models: str = "runs/synth/models", out: str | None = None,
+def check_command(world: str = "runs/demo/world", models: str = "runs/demo/models", out: str | None = None,
                   threads: int = 1) -> int:
     """Measure the stand-ins: CLIP top-1 on seen vs unseen landmarks, LLM place/attribute/name rates.
 

@@ -52,9 +52,10 @@ from transformers import (
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from eeca.config import to_dict
+from eeca.gldv2.paths import image_path
 from eeca.io import read_jsonl, write_json
 from eeca.synth.config import ClipTrainConfig, LlmTrainConfig, SynthConfig
-from eeca.synth.world import image_path, load_synth_config, read_truth
+from eeca.synth.world import load_synth_config, read_truth
 
 BOS, EOS, PAD, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|eot_id|>"
 HEADER_START, HEADER_END = "<|start_header_id|>", "<|end_header_id|>"
@@ -379,7 +380,7 @@ def build_models(world: str | Path, out: str | Path, cfg: SynthConfig | None = N
     return summary
 
 
-def models_command(world: str = "runs/synth/world", out: str = "runs/synth/models", config: str | None = None,
+def models_command(world: str = "runs/demo/world", out: str = "runs/demo/models", config: str | None = None,
                    override: list[str] | None = None) -> int:
     """Train the tiny stand-in CLIP, LLM and tokenizer on a synthetic world.
 

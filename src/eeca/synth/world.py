@@ -54,7 +54,8 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from eeca.config import from_dict, load_config, to_dict
-from eeca.io import atomic_write, write_json
+from eeca.gldv2.paths import image_path
+from eeca.io import atomic_write, read_jsonl, write_json
 from eeca.synth.config import SynthConfig, WorldConfig
 
 CATEGORY_URL_PREFIX = "http://commons.wikimedia.org/wiki/Category:"
@@ -167,11 +168,6 @@ class Landmark:
 def category_url(name: str) -> str:
     """The Wikimedia category url of a landmark name (spaces as underscores, percent-encoded)."""
     return CATEGORY_URL_PREFIX + quote(name.replace(" ", "_"), safe="_(),'-.")
-
-
-def image_path(root: Path, image_id: str) -> Path:
-    """GLDv2 layout: ``train/a/b/c/<id>.jpg`` with a, b, c the first three characters of the id."""
-    return root / "train" / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -768,17 +764,10 @@ def read_truth(world: str | Path) -> list[dict]:
     path = Path(world) / "truth" / "landmarks.jsonl"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no ground truth; build the world with `eeca synth world --out {world}`")
-    out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
-    return out
+    return read_jsonl(path)
 
 
-def world_command(out: str = "runs/synth/world", seed: int = 0, landmarks: int | None = None,
+def world_command(out: str = "runs/demo/world", seed: int = 0, landmarks: int | None = None,
                   config: str | None = None, override: list[str] | None = None) -> int:
     """Draw the synthetic landmark world in GLDv2 format, with its ground truth.
 

@@ -26,7 +26,6 @@ image; MGLD samples have exactly one image each).
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -37,6 +36,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from eeca.io import InputError
+from eeca.io import read_records as read_json_records
 from eeca.mgld.questions import entity_prompt
 
 IMAGE_TOKEN = "<image>"
@@ -45,7 +46,7 @@ _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 
 
-class DataError(ValueError):
+class DataError(InputError):
     """A training record is malformed or cannot be encoded; the message names file, record and field."""
 
 
@@ -82,23 +83,7 @@ class DataConfig:
 
 def read_records(path: str | Path) -> list[dict]:
     """LLaVA records from a JSON list or a JSONL file, checked field by field (errors name file and record)."""
-    path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        records = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}: line {n}: invalid JSON: {e.msg}") from None
-    else:
-        try:
-            records = json.loads(text)
-        except json.JSONDecodeError as e:
-            raise DataError(f"{path}: line {e.lineno}: invalid JSON: {e.msg}") from None
-        if not isinstance(records, list):
-            raise DataError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
+    records = read_json_records(path)
     for i, r in enumerate(records):
         _check_record(r, f"{path}: record {i} (id {r.get('id') if isinstance(r, dict) else None!r})")
     return records
