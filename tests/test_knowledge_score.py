@@ -154,7 +154,7 @@ def kill_and_resume(clip_dir, world, tmp_path, run_eeca, kill_points):
     """Kill ``eeca score`` with SIGKILL once ``k`` image shards exist, rerun, compare to an
     uninterrupted run; returns how many runs were really killed before finishing."""
     images, landmarks, root = world
-    args = ["score", images, landmarks, root, None, "--model", clip_dir, "--override",
+    args = ["score", images, landmarks, root, None, "--model", clip_dir, "--overrides",
             "shard_size=2", "num_workers=0", "image_batch_size=1"]
     ref = tmp_path / "ref"
     run_eeca(*[ref if a is None else a for a in args], env={"OMP_NUM_THREADS": "1"})
@@ -193,7 +193,7 @@ def test_kill_9_early_mid_and_late(clip_dir, world, tmp_path, run_eeca):
 def test_two_processes_write_the_same_file_as_one(clip_dir, world, tmp_path, run_eeca):
     images, landmarks, root = world
     one, two = tmp_path / "one", tmp_path / "two"
-    common = [images, landmarks, root, "--model", clip_dir, "--override", "shard_size=4",
+    common = [images, landmarks, root, "--model", clip_dir, "--overrides", "shard_size=4",
               "num_workers=0"]
     run_eeca("score", *common[:3], one, *common[3:], env={"OMP_NUM_THREADS": "1"})
     launcher = shutil.which("accelerate", path=str(Path(sys.executable).parent))

@@ -163,7 +163,7 @@ def test_categories_look_different(world):
 
 def test_cli_and_bad_config(run_eeca, tmp_path):
     proc = run_eeca("synth", "world", "--out", tmp_path / "w", "--seed", "1", "--landmarks", "13",
-                    "--override", "world.image_size=48", "world.images_median=2.0", "world.images_max=3")
+                    "--overrides", "world.image_size=48", "world.images_median=2.0", "world.images_max=3")
     assert "synth world: 13 landmarks" in proc.stdout
     assert len(read_truth(tmp_path / "w")) == 13
     bad = tmp_path / "bad.yaml"

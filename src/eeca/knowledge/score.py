@@ -89,7 +89,7 @@ class ScoreConfig:
 
 
 def score_command(images: str, landmarks: str, image_root: str, out: str, config: str | None = None,
-                  model: str | None = None, override: list[str] | None = None) -> int:
+                  model: str | None = None, overrides: list[str] | None = None) -> int:
     """Score every image: CLIP similarity S to its landmark name and its RSR among all names.
 
     Args:
@@ -99,9 +99,9 @@ def score_command(images: str, landmarks: str, image_root: str, out: str, config
         image_root: the GLDv2 root the image paths are relative to (ROOT of `eeca gldv2 ingest`).
         config: a ScoreConfig YAML (configs/synth/score.yaml, configs/paper/score.yaml).
         model: CLIP model folder or hub id (overrides the config's model).
-        override: config overrides, e.g. image_batch_size=256 num_workers=8.
+        overrides: config overrides, e.g. image_batch_size=256 num_workers=8.
     """
-    overrides = list(override or []) + ([f"model={model}"] if model else [])
+    overrides = list(overrides or []) + ([f"model={model}"] if model else [])
     cfg = (load_config(ScoreConfig, config, overrides) if config
            else from_dict(ScoreConfig, {}, source="<command line>", overrides=overrides))
     summary = run_score(cfg, Path(images), Path(landmarks), Path(image_root), Path(out))

@@ -381,16 +381,16 @@ def build_models(world: str | Path, out: str | Path, cfg: SynthConfig | None = N
 
 
 def models_command(world: str = "runs/demo/world", out: str = "runs/demo/models", config: str | None = None,
-                   override: list[str] | None = None) -> int:
+                   overrides: list[str] | None = None) -> int:
     """Train the tiny stand-in CLIP, LLM and tokenizer on a synthetic world.
 
     Args:
         world: world folder written by `eeca synth world`
         out: output folder; gets clip/ (CLIPModel + CLIPProcessor) and llm/ (LlamaForCausalLM + tokenizer)
         config: YAML with `world`, `tokenizer`, `clip`, `llm` sections (default: configs/synth/world.yaml's values)
-        override: config overrides such as clip.steps=100 llm.steps=200
+        overrides: config overrides such as clip.steps=100 llm.steps=200
     """
-    cfg = load_synth_config(config, override or [])
+    cfg = load_synth_config(config, overrides or [])
     t0 = time.perf_counter()
     s = build_models(world, out, cfg)
 

@@ -768,7 +768,7 @@ def read_truth(world: str | Path) -> list[dict]:
 
 
 def world_command(out: str = "runs/demo/world", seed: int = 0, landmarks: int | None = None,
-                  config: str | None = None, override: list[str] | None = None) -> int:
+                  config: str | None = None, overrides: list[str] | None = None) -> int:
     """Draw the synthetic landmark world in GLDv2 format, with its ground truth.
 
     Args:
@@ -776,9 +776,9 @@ def world_command(out: str = "runs/demo/world", seed: int = 0, landmarks: int | 
         seed: world seed; the same seed gives the same bytes
         landmarks: number of landmarks (overrides the config)
         config: YAML with `world`, `clip` and `llm` sections (default: configs/synth/world.yaml's values)
-        override: config overrides such as world.image_size=96
+        overrides: config overrides such as world.image_size=96
     """
-    cfg = load_synth_config(config, override or []).world
+    cfg = load_synth_config(config, overrides or []).world
     if landmarks is not None:
         cfg = dataclasses.replace(cfg, landmarks=landmarks)
     t0 = time.perf_counter()
