@@ -340,11 +340,10 @@ class EecaForConditionalGeneration(EecaPreTrainedModel, LlavaForConditionalGener
             entity_ids: [B, M, L] long, entity_mask: [B, M, L] bool: tokenised, padded entities -> L_EAC.
             hc_labels: [B] long, hierarchical label index, -100 = none -> L_HC.
             num_items_in_batch (kwarg, from the Trainer): the label-token count of the whole accumulated
-                batch. L_LM is then a token sum divided by it (the Trainer does not divide by the
-                accumulation steps). L_HC and L_EAC are means over this micro-batch's images; in the
-                total they are weighted by this micro-batch's share of those tokens, so that summed over
-                accumulation steps (and devices) they add up to one mean, at the scale of L_LM. The
-                returned `loss_hc` / `loss_eac` are the unweighted means.
+                batch; L_LM is then a token sum divided by it. L_HC and L_EAC stay means over this
+                micro-batch's images. `loss` is l1 L_LM + l2 L_HC + l3 L_EAC of these values; how the
+                terms add up over accumulation steps and processes is decided in one place,
+                `eeca.train.trainer.EecaTrainer`, which recomposes the total from the named parts.
         """
         num_items_in_batch = kwargs.pop("num_items_in_batch", None)
         outputs = self.model(
@@ -398,15 +397,12 @@ class EecaForConditionalGeneration(EecaPreTrainedModel, LlavaForConditionalGener
                 max_logit_scale=self.config.eac_max_logit_scale,
             )
 
-        aux_share = 1.0
-        if num_items_in_batch is not None and labels is not None:
-            aux_share = (labels[..., 1:] != -100).sum() / num_items_in_batch
         terms = [
-            (self.config.lm_loss_weight, loss_lm, 1.0),
-            (self.config.hc_loss_weight, loss_hc, aux_share),
-            (self.config.eac_loss_weight, loss_eac, aux_share),
+            (self.config.lm_loss_weight, loss_lm),
+            (self.config.hc_loss_weight, loss_hc),
+            (self.config.eac_loss_weight, loss_eac),
         ]
-        present = [weight * share * term for weight, term, share in terms if term is not None]
+        present = [weight * term for weight, term in terms if term is not None]
         loss = sum(present[1:], present[0]) if present else None
 
         return EecaCausalLMOutputWithPast(
