@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 from eeca.config import load_config
+from eeca.evaluate.levels import LEVELS
 from eeca.io import read_json
 
 
@@ -130,7 +131,7 @@ def _summary(out: Path, experiment: Path, times: dict[str, float]) -> None:
     results = pq.read_table(experiment / "results.parquet").to_pylist()
     print("per cell (rule judge): accuracy = Strongly Known + Known [bootstrap 95%]; counts SK / K / WU / U")
     for r in sorted(results, key=lambda r: (r["ablation"], r["selection"])):
-        counts = " / ".join(str(r[f"count_{lv}"]) for lv in ("strongly_known", "known", "weakly_unknown", "unknown"))
+        counts = " / ".join(str(r[f"count_{lv}"]) for lv in LEVELS)
         print(f"  {r['selection']:>4} {r['size']:>5} {r['ablation']:<20} {r['accuracy']:6.2f}% "
               f"[{r['acc_ci_low']:.2f}, {r['acc_ci_high']:.2f}]  {counts}  (n={r['n']})")
     print(f"report: {experiment / 'report' / 'report.html'}")

@@ -31,13 +31,12 @@ from accelerate import PartialState
 from eeca.config import load_config
 from eeca.evaluate.generate import GenerateConfig, run_generate
 from eeca.evaluate.judge import JudgeConfig, run_judge
+from eeca.evaluate.levels import LEVELS
 from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand
 from eeca.io import atomic_write, read_json, write_json, write_parquet
 from eeca.knowledge.select import select_table
 from eeca.train.recipes import TrainConfig
 from eeca.train.recipes import run as run_train
-
-LEVELS = ("strongly_known", "known", "weakly_unknown", "unknown")
 
 
 @dataclass(frozen=True)
@@ -96,7 +95,9 @@ def run_experiment(cfg: ExperimentConfig, only: list[str] | None = None) -> dict
         print(f"[{i}/{len(todo)}] cell {cid}", flush=True)
         run_cell(cfg, cell, out / "cells" / cid)
         ran.append(cid)
-    rows = collect_results(out, cells)
+    state = PartialState(cpu=not torch.accelerator.is_available())
+    rows = collect_results(out, cells) if state.is_main_process else []
+    state.wait_for_everyone()
     return {"cells": len(cells), "ran": ran, "skipped": skipped, "results": len(rows)}
 
 
