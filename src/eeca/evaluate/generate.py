@@ -136,10 +136,8 @@ def load_model(path: Path, dtype: str, device: torch.device):
     """Model and processor from a save_pretrained folder (llava-hf layout or EECA), offline."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    try:  # registers the EECA classes with the Auto mappings once the model package provides them
-        import eeca.model  # noqa: F401
-    except ImportError:
-        pass
+    import eeca.model  # noqa: F401  (registers the EECA classes with the Auto mappings)
+
     processor = AutoProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = "left"  # decoding appends on the right
     if processor.tokenizer.pad_token is None:
