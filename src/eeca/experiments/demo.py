@@ -10,8 +10,9 @@ under ``--out``; the same steps at paper scale are the same verbs with ``configs
  4. ``mgld stage1`` / ``stage2`` / ``stage3``: MGLD with the offline template annotator (App. B);
  5. ``synth pretrain`` + ``train`` stages 1-2: the starting model, aligned and instruction-tuned on
     generic data that never names a landmark (the stand-in for LLaVA-1.5);
- 6. ``experiment``: the grid of ``configs/synth/demo.yaml`` (HDS / HSS / LCS / BRS subsets, the EECA
-    ablation steps, the Entity Prompt baselines), each cell trained, generated and judged (rule judge);
+ 6. ``experiment``: the grid of ``configs/synth/demo.yaml`` (the untrained baseline, HDS / HSS / LCS /
+    BRS subsets, full EECA on HSS), each cell trained, generated and judged (rule judge); the other
+    steps of Tables 1-4 are ``configs/synth/table{1,2,3,4}.yaml``;
  7. ``knowledge analyze``: t-SNE, category counts and the AUROC of RSR for the subsets (Figs. 3-4);
  8. ``report``: one HTML file and its markdown twin.
 
