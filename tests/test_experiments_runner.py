@@ -69,13 +69,24 @@ def test_grid_runs_every_cell_once_into_one_results_table(tmp_path):
     assert again["ran"] == [] and len(again["skipped"]) == 5
 
 
-def test_changing_a_recipe_makes_new_cells(tmp_path):
+def test_changing_a_recipe_the_data_or_the_base_model_makes_new_cells(tmp_path):
     path = write_grid(tmp_path, ["data"], selections=("HSS",))
-    before = {c["context"] for c in cells_of(load_config(ExperimentConfig, path))}
+
+    def contexts():
+        return {c["context"] for c in cells_of(load_config(ExperimentConfig, path))}
+
+    seen = [contexts()]
     gen = yaml.safe_load((tmp_path / "generate.yaml").read_text())
     (tmp_path / "generate.yaml").write_text(yaml.safe_dump({**gen, "k": 3}))
-    after = {c["context"] for c in cells_of(load_config(ExperimentConfig, path))}
-    assert before.isdisjoint(after)
+    seen.append(contexts())
+    pool = json.loads((tmp_path / "data" / "train.json").read_text())
+    (tmp_path / "data" / "train.json").write_text(json.dumps(pool[:-1]))
+    seen.append(contexts())
+    config = json.loads((tmp_path / "base" / "config.json").read_text())
+    (tmp_path / "base" / "config.json").write_text(json.dumps({**config, "hc_loss_weight": 0.5}))
+    seen.append(contexts())
+    assert len(set().union(*seen)) == len(seen)  # every change gave every cell a new identity
+    assert contexts() == seen[-1]  # and nothing else does
 
 
 def test_lcs_with_too_few_candidates_names_the_count(tmp_path):

@@ -12,8 +12,9 @@ killed resumes inside whichever step it was in (training from its latest checkpo
 judging from their JSONL files). ``results.parquet`` is rewritten from every finished cell at the end.
 
 A cell's id hashes its switches together with everything that decides its result: the contents of
-the three recipe files, their overrides, the base model and the data paths. Editing a recipe therefore
-creates new cells instead of silently reusing results computed with the old one.
+the three recipe files and of the train pool, their overrides, and the base checkpoint (its JSON files
+and its weight files' sizes). Editing a recipe or rebuilding the data therefore creates new cells
+instead of silently reusing results computed with the old ones.
 """
 
 from __future__ import annotations
@@ -68,12 +69,22 @@ class ExperimentConfig:
 def context_hash(cfg: ExperimentConfig) -> str:
     """sha256 over everything besides the switches that decides a cell's result."""
     h = hashlib.sha256()
-    for path in (cfg.train_recipe, cfg.generate, cfg.judge):
+    for path in (cfg.train_recipe, cfg.generate, cfg.judge, cfg.train_records):
         h.update(Path(path).read_bytes())
-    for part in (cfg.train_overrides, cfg.generate_overrides, cfg.judge_overrides,
-                 [str(cfg.base_model), str(cfg.train_records)]):
+    h.update(model_fingerprint(Path(cfg.base_model)).encode())
+    for part in (cfg.train_overrides, cfg.generate_overrides, cfg.judge_overrides):
         h.update(json.dumps(part).encode())
     return h.hexdigest()[:16]
+
+
+def model_fingerprint(folder: Path) -> str:
+    """A checkpoint folder's identity without reading its weights (gigabytes at 8B): the JSON files'
+    contents and every other file's name and size. A base model retrained in place gets new cells."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+        h.update(path.name.encode())
+        h.update(path.read_bytes() if path.suffix == ".json" else str(path.stat().st_size).encode())
+    return h.hexdigest()
 
 
 def cells_of(cfg: ExperimentConfig) -> list[dict]:
