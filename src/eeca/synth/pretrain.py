@@ -16,8 +16,8 @@ import json
 import random
 from pathlib import Path
 
+from eeca.gldv2.paths import image_relpath
 from eeca.io import atomic_write, read_jsonl, read_parquet
-from eeca.synth.world import image_path
 
 CAPTION_PROMPTS = ("Describe the image briefly.", "What does this picture show?", "Give a short caption.")
 KIND_QUESTIONS = ("What kind of landmark is this?", "What type of structure or place is shown?")
@@ -41,7 +41,7 @@ def pretrain_records(world: Path, mgld_split: Path, seed: int = 0) -> tuple[list
             continue
         lm = truth[img["landmark_id"]]
         rng = random.Random(f"{seed}:{img['id']}")
-        path = image_path(Path(), img["id"]).as_posix()
+        path = image_relpath(img["id"])
         label, feats = lm["hierarchical_label"], _features(lm["entities"])
         stage1.append({"id": img["id"], "image": path, "conversations": [
             {"from": "human", "value": "<image>\n" + rng.choice(CAPTION_PROMPTS)},
