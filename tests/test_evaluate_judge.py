@@ -1,5 +1,6 @@
 """eeca judge: the LLM judge against a faulty local server, the rule judge on hand cases, metrics."""
 
+import hashlib
 import json
 import socket
 
@@ -12,6 +13,7 @@ from eeca.config import from_dict, to_dict
 from eeca.evaluate.judge import (
     GroundTruth,
     JudgeConfig,
+    derange_truths,
     parse_verdict,
     rule_verdict,
     run_judge,
@@ -169,11 +171,44 @@ def test_rule_judge_matching_details():
     named_once = ["the KINDERDIJK-MILLS of the polder"] + [GENERIC] * 4  # alias, case and punctuation
     assert rule_verdict(named_once, WINDMILLS).level == "known"
     assert rule_verdict([GENERIC] * 5, WINDMILLS).level == "unknown"
-    assert rule_verdict([GENERIC] * 5, WINDMILLS, category_is_hint=True).level == "weakly_unknown"
+    # the category is at most one attribute, never a hint on its own
+    assert rule_verdict([GENERIC] * 5, WINDMILLS, category_is_hint=True).level == "unknown"
+    assert rule_verdict(["A windmill by a polder."] + [GENERIC] * 4, WINDMILLS).level == "unknown"
+    assert rule_verdict(["A windmill by a polder."] + [GENERIC] * 4, WINDMILLS, category_is_hint=True).level == "weakly_unknown"
     tower = GroundTruth(name="Orno Tower", place="Orno, Vasta")
     assert rule_verdict(["The Sorno Tower in Sornova."] * 5, tower).level == "unknown"  # whole words only
     assert rule_verdict(["The Orno Tower in Vasta."] * 2 + ["x"] * 3, tower, strong_min=3).level == "known"
     assert rule_verdict(["The Orno Tower in Vasta."] * 3 + ["x"] * 2, tower, strong_min=3).level == "strongly_known"
+
+
+KARVEL = GroundTruth(name="Karvel Tower", hierarchical_label="tower", place="Brelun, Veldoria",
+                     entities=("red brick facade", "twin spires", "blue roof"))
+FILLER = "A tall building under a grey sky."
+
+
+@pytest.mark.parametrize("responses,level", [
+    (["A tower in Veldoria."] + [FILLER] * 4, "unknown"),  # the country alone: 1 - (11/12)^5 = 35% by chance
+    (["A tower in Veldoria."] * 5, "unknown"),  # however often
+    (["A tower in Veldoria with a blue roof."] + [FILLER] * 4, "weakly_unknown"),  # (ii) country + entity, one answer
+    (["A tower in Veldoria."] + ["It has a blue roof."] + [FILLER] * 3, "unknown"),  # the same, split over two answers
+    (["It has a blue roof and twin spires."] + [FILLER] * 4, "weakly_unknown"),  # (iii) two distinct entities
+    (["It has a blue roof."] + ["It has twin spires."] + [FILLER] * 3, "unknown"),  # split over two answers
+    (["It has a blue roof."] * 5, "unknown"),  # one entity, however often
+    (["It has twin spires, the spires are twin spires."] + [FILLER] * 4, "unknown"),  # one entity named twice
+    (["The old tower of Brelun."] + [FILLER] * 4, "weakly_unknown"),  # (i) the town alone
+    (["Ein Turm in Brelun-Süd."] + [FILLER] * 4, "weakly_unknown"),  # the town, as a whole word
+    (["A tower, Karvel Tower."] + [FILLER] * 4, "known"),
+    (["Karvel Tower in Brelun."] * 2 + [FILLER] * 3, "strongly_known"),
+    (["Karvel Tower, red brick facade."] + ["Karvel Tower, Veldoria."] + [FILLER] * 3, "strongly_known"),
+])
+def test_rule_judge_weakly_unknown_needs_more_than_a_chance_hint(responses, level):
+    assert rule_verdict(responses, KARVEL).level == level
+
+
+def test_rule_judge_place_with_one_part_counts_as_a_country():
+    lone = GroundTruth(name="Karvel Tower", place="Veldoria", entities=("blue roof",))
+    assert rule_verdict(["Somewhere in Veldoria."] * 5, lone).level == "unknown"
+    assert rule_verdict(["Somewhere in Veldoria, blue roof."] + [FILLER] * 4, lone).level == "weakly_unknown"
 
 
 def test_rule_judge_cli_writes_judgments_and_metrics(tmp_path, run_eeca):
@@ -185,11 +220,93 @@ def test_rule_judge_cli_writes_judgments_and_metrics(tmp_path, run_eeca):
     assert "accuracy 50.00%" in result.stdout
     rows = read_jsonl(tmp_path / "out" / "judgments.jsonl")
     assert [(r["id"], r["level"], r["status"]) for r in rows] == [("a", "strongly_known", "ok"), ("b", "unknown", "ok")]
-    assert all(len(r["cache_key"]) == 64 and r["judge"].startswith("rule:") for r in rows)
+    assert all(len(r["cache_key"]) == 64 and r["judge"].startswith("rule:v2:") for r in rows)
+    summary = read_json(tmp_path / "out" / "judge_summary.json")
+    assert summary["generations_sha256"] == hashlib.sha256(gens.read_bytes()).hexdigest()
+    assert summary["shuffle_truth"] is False and summary["shuffle_seed"] is None
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert (metrics["n"], metrics["accuracy"], metrics["count_strongly_known"]) == (2, 50.0, 1)
     run_eeca("metrics", tmp_path / "out" / "judgments.jsonl", "--other", tmp_path / "out" / "judgments.jsonl")
     assert read_json(tmp_path / "out" / "agreement.json")["agreement"]["kappa"] == 1.0
+
+
+def test_judge_command_prints_without_an_interval_when_nothing_was_judged(tmp_path, run_eeca):
+    gens, test = write_inputs(tmp_path, {"a": "Orno Tower"})
+    gens.write_text("")
+    cfg = tmp_path / "judge.yaml"
+    cfg.write_text(f"generations: {gens}\ntest_json: {test}\njudge: rule\n")
+    result = run_eeca("judge", cfg, tmp_path / "out")
+    assert "0 judged" in result.stdout and "accuracy 0.00% [n/a]" in result.stdout
+
+
+# ---- the judge chance control: a shuffled truth ---------------------------------------------------
+
+def _world(tmp_path, n_landmarks=6, per_landmark=2):
+    """Questions whose five answers name their own landmark perfectly, two questions per landmark."""
+    test, gens = [], []
+    for lm in range(n_landmarks):
+        name, town = f"Tower{'abcdefghij'[lm]}x Spire", f"Town{'abcdefghij'[lm]}x"
+        for q in range(per_landmark):
+            rid = f"q{lm}-{q}"
+            test.append({"id": rid, "image": f"{rid}.jpg", "landmark_id": 100 + lm, "landmark_name": name,
+                         "hierarchical_label": "tower", "entities": [f"feature{'abcdefghij'[lm]}x"],
+                         "conversations": []})
+            gens.append({"id": rid, "responses": [f"This is {name} in {town}, with its feature{'abcdefghij'[lm]}x."] * 5})
+    (tmp_path / "test.json").write_text(json.dumps(test))
+    (tmp_path / "generations.jsonl").write_text("".join(json.dumps(g) + "\n" for g in gens))
+    return {"generations": str(tmp_path / "generations.jsonl"), "test_json": str(tmp_path / "test.json"),
+            "judge": "rule", "bootstrap_samples": 100}
+
+
+def test_shuffled_truth_credits_nothing_to_answers_that_only_name_their_own_landmark(tmp_path):
+    base = _world(tmp_path)
+    real = run_judge(from_dict(JudgeConfig, base), tmp_path / "real")
+    assert real["metrics"]["accuracy"] == 100.0 and real["summary"]["shuffle_truth"] is False
+    shuffled = run_judge(from_dict(JudgeConfig, {**base, "shuffle_truth": True, "shuffle_seed": 7}), tmp_path / "shuf")
+    assert shuffled["metrics"]["accuracy"] == 0.0 and shuffled["metrics"]["unknown"] == 100.0
+    s = shuffled["summary"]
+    assert s["shuffle_truth"] is True and s["shuffle_seed"] == 7 and s["judge"].endswith("+shuffled:7")
+    assert s["judge"].startswith("rule:v2:") and s["generations_sha256"] == real["summary"]["generations_sha256"]
+    rows = read_jsonl(tmp_path / "shuf" / "judgments.jsonl")
+    real_rows = {r["id"]: r for r in read_jsonl(tmp_path / "real" / "judgments.jsonl")}
+    assert all(r["truth_id"].split("-")[0] != r["id"].split("-")[0] for r in rows)  # another landmark
+    assert sorted(r["truth_id"] for r in rows) == sorted(r["id"] for r in rows)  # a permutation
+    assert all(r["cache_key"] != real_rows[r["id"]]["cache_key"] for r in rows)
+    assert "truth_id" not in next(iter(real_rows.values()))
+    again = run_judge(from_dict(JudgeConfig, {**base, "shuffle_truth": True, "shuffle_seed": 7}), tmp_path / "again")
+    assert read_jsonl(tmp_path / "again" / "judgments.jsonl") == rows and again["metrics"] == shuffled["metrics"]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_derangement_gives_every_question_another_landmark(seed):
+    rng = np.random.default_rng(seed)
+    landmarks = {f"id{i:02d}": int(rng.integers(0, 12)) for i in range(50)}  # repeated landmarks
+    got = derange_truths(landmarks, seed)
+    assert sorted(got) == sorted(landmarks) and sorted(got.values()) == sorted(landmarks)
+    assert all(landmarks[donor] != landmarks[rid] for rid, donor in got.items())
+    assert derange_truths(landmarks, seed) == got  # same seed, same assignment
+    assert derange_truths(dict(reversed(list(landmarks.items()))), seed) == got  # not the order of the ids
+    assert derange_truths(landmarks, seed + 100) != got
+
+
+def test_derangement_where_only_the_constructed_fallback_works():
+    # half the questions show one landmark: a random permutation almost never fits, the rotation always does
+    landmarks = {f"a{i}": "big" for i in range(25)} | {f"b{i}": f"small{i % 5}" for i in range(25)}
+    for seed in range(5):
+        got = derange_truths(landmarks, seed)
+        assert sorted(got.values()) == sorted(landmarks)
+        assert all(landmarks[d] != landmarks[r] for r, d in got.items())
+    assert derange_truths({}, 0) == {}
+
+
+def test_derangement_refuses_when_impossible(tmp_path):
+    with pytest.raises(ValueError, match="at least two"):
+        derange_truths({"a": 1, "b": 1, "c": 1}, 0)
+    with pytest.raises(ValueError, match="more than half"):
+        derange_truths({"a": 1, "b": 1, "c": 2}, 0)
+    base = _world(tmp_path, n_landmarks=1)
+    with pytest.raises(ValueError, match="at least two"):
+        run_judge(from_dict(JudgeConfig, {**base, "shuffle_truth": True}), tmp_path / "out")
 
 
 # ---- metrics --------------------------------------------------------------------------------------

@@ -21,10 +21,9 @@ from eeca.synth.models import (
     train_bpe,
     train_clip,
     train_llm,
-    training_conversations,
-    world_texts,
     wrap_tokenizer,
 )
+from eeca.synth.texts import every_text, training_conversations
 from eeca.synth.world import build_world, read_truth
 
 TINY = SynthConfig(
@@ -46,7 +45,7 @@ def world(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def bpe(world):
-    return train_bpe(world_texts(read_truth(world)), TINY.tokenizer.vocab_size)
+    return train_bpe(every_text(read_truth(world)), TINY.tokenizer.vocab_size)
 
 
 def test_tokenizer_special_tokens(bpe):

@@ -18,20 +18,31 @@ four levels: Strongly Known, Known, Weakly Unknown, Unknown (App. C.1 also calls
   JSONL keyed by sha256(judge model, prompt version, id, the k answers, the ground truth), so a
   rerun, or a second output folder over the same answers, sends no request for a known verdict.
 * ``rule``: offline and deterministic, for the synthetic world and for sanity checks of the LLM
-  judge (see :func:`rule_verdict` for the thresholds).
+  judge (see :func:`rule_verdict` for the thresholds; the judge id is ``rule:v2:...``, v2 being the
+  stricter Weakly Unknown rule).
+
+Chance control (``shuffle_truth``): every question is judged against the ground truth of another
+question of a different landmark (a seeded derangement, :func:`derange_truths`); the judge id gets
+``+shuffled:<seed>`` so verdicts and cache keys never mix with the real ones. What such a run
+credits, the judge credits by chance (DESIGN section 8: every grid carries this control).
 
 Writes ``judgments.jsonl`` (DESIGN section 3: id, level, judge, explanation, status, cache_key),
 ``metrics.json`` (``eeca.evaluate.metrics``) and ``judge_summary.json`` (HTTP requests and retries,
-cache hits, failures, tokens, cost).
+cache hits, failures, tokens, cost, ``generations_sha256`` of the judged file, ``shuffle_truth``).
+With ``shuffle_truth`` each judgment row also carries ``truth_id``, the question whose truth it was
+judged against.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import random
 import re
 import time
 import unicodedata
+from collections import Counter
+from collections.abc import Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from importlib import resources
@@ -68,7 +79,9 @@ class JudgeConfig:
     price_input_per_mtok: float = 2.5  # USD per million tokens, for the cost line of the summary
     price_output_per_mtok: float = 10.0
     rule_strong_min: int = 2  # rule judge: named with detail in at least this many answers -> Strongly Known
-    rule_category_is_hint: bool = False  # rule judge: does the bare category word count as a Weakly Unknown hint
+    rule_category_is_hint: bool = False  # rule judge: does the category word count as an attribute (never a hint alone)
+    shuffle_truth: bool = False  # chance control: judge each question against another landmark's ground truth
+    shuffle_seed: int = 0  # seed of that derangement
     bootstrap_samples: int = 2000
     seed: int = 0
 
@@ -142,38 +155,123 @@ def _mentions(norm_text: str, phrases: list[str]) -> bool:
     return any(p.strip() and p in norm_text for p in (normalise(x) for x in phrases))
 
 
+def _distinct_mentions(norm_text: str, phrases: list[str]) -> int:
+    """How many distinct phrases occur, longest first, each occurrence used once ("twin spires" is not also "spires")."""
+    found = 0
+    for p in sorted({normalise(x) for x in phrases if normalise(x).strip()}, key=len, reverse=True):
+        if p in norm_text:
+            found += 1
+            norm_text = norm_text.replace(p, " | ")
+    return found
+
+
+def split_place(place: str) -> tuple[str | None, list[str]]:
+    """(town, wider parts) of a "Town, Country" place: the first part is the town when there are two or more
+    parts; the rest (country, region) are wide. A one-part place cannot be told apart from a country, so it
+    counts as wide (the stricter reading)."""
+    parts = [p.strip() for p in place.split(",") if p.strip()]
+    if len(parts) >= 2:
+        return parts[0], parts[1:]
+    return None, parts
+
+
 def rule_verdict(responses: list[str], truth: GroundTruth, strong_min: int = 2, category_is_hint: bool = False) -> Verdict:
     """Deterministic four-level verdict from name, alias and hint matches (whole words, normalised text).
 
     * named: the landmark's name or an alias occurs in the answer.
-    * detail: the answer also mentions the place (town or country) or one of the landmark's entities.
+    * detail: the answer also mentions a part of the place (town or country) or one of the landmark's
+      entities.
     * Strongly Known: at least ``strong_min`` answers are named AND carry detail (default 2: App. C.2
       rates "correctly identified in Responses 2 and 3 with precise details" Strongly Known).
     * Known: at least one answer is named.
-    * Weakly Unknown: none is named, but some answer mentions the place or an entity (the category
-      word alone counts only with ``category_is_hint``: App. C.2's Unknown example names other
-      windmills, i.e. the right category, and is still Unknown).
+    * Weakly Unknown: none is named, and some SINGLE answer carries a hint that random answers do not
+      hit by chance, i.e. it mentions
+
+      (i) the town (the first part of ``truth.place``, "Town, Country"; towns are unique per landmark
+          in the synthetic world), or
+      (ii) the country (any later part of the place) AND at least one attribute, or
+      (iii) at least two distinct attributes,
+
+      where the attributes are the landmark's entities, plus the category word when
+      ``category_is_hint`` (then it is one attribute, never enough alone: App. C.2's Unknown example
+      names other windmills, i.e. the right category, and is still Unknown). Hints spread over
+      different answers do not add up. Why: the old rule credited a country or any one entity; with
+      the synthetic world's 12 countries a single country mention is hit by 1 - (11/12)^5 = 35% of
+      five random answers, and garbled answers reached Weakly Unknown about 30% of the time.
     * Unknown: otherwise.
     """
     names = [truth.name, *truth.aliases]
-    places = [p for p in truth.place.split(",") if p.strip()]
-    hints = places + list(truth.entities) + ([truth.hierarchical_label] if category_is_hint else [])
+    town, wide = split_place(truth.place)
+    places = ([town] if town else []) + wide
+    attributes = list(truth.entities) + ([truth.hierarchical_label] if category_is_hint and truth.hierarchical_label else [])
     normed = [normalise(r) for r in responses]
     named = [_mentions(t, names) for t in normed]
     detail = [_mentions(t, places + list(truth.entities)) for t in normed]
-    hinted = [_mentions(t, hints) for t in normed]
-    n_named, n_strong, n_hint = sum(named), sum(a and b for a, b in zip(named, detail, strict=True)), sum(hinted)
+    n_named, n_strong = sum(named), sum(a and b for a, b in zip(named, detail, strict=True))
+    by_town = by_country = by_attributes = 0
+    for t in normed:
+        n_attr = _distinct_mentions(t, attributes)
+        if town and _mentions(t, [town]):
+            by_town += 1
+        elif _mentions(t, wide) and n_attr >= 1:
+            by_country += 1
+        elif n_attr >= 2:
+            by_attributes += 1
     if n_strong >= strong_min:
         level = "strongly_known"
     elif n_named >= 1:
         level = "known"
-    elif n_hint >= 1:
+    elif by_town + by_country + by_attributes >= 1:
         level = "weakly_unknown"
     else:
         level = "unknown"
-    why = (f"named in {n_named}/{len(responses)} answers ({n_strong} with place or entity detail); "
-           f"hints in {n_hint}/{len(responses)}")
+    k = len(responses)
+    why = (f"named in {n_named}/{k} answers ({n_strong} with place or entity detail); hints: town in {by_town}/{k}, "
+           f"country with an attribute in {by_country}/{k}, two or more attributes in {by_attributes}/{k}")
     return Verdict(level, "ok", why)
+
+
+def derange_truths(landmarks: Mapping[str, Hashable], seed: int) -> dict[str, str]:
+    """For the judge chance control: question id -> the id whose ground truth it is judged against.
+
+    ``landmarks`` maps each judged id to its landmark. The result is a permutation of the ids in which
+    every id gets the truth of a question of ANOTHER landmark, seeded and independent of the order of
+    ``landmarks``: a seeded random permutation, drawn again until it has that property (up to 100
+    draws; a uniform draw among the valid ones), otherwise built by shuffling the ids, grouping them
+    by landmark and rotating by the largest group. ValueError when no such permutation exists: fewer
+    than two landmarks, or one landmark holding more than half of the questions.
+    """
+    ids = sorted(landmarks)
+    n = len(ids)
+    if n == 0:
+        return {}
+    sizes = Counter(landmarks[i] for i in ids)
+    if len(sizes) < 2:
+        raise ValueError(f"shuffle_truth: all {n} judged questions show one landmark; a shuffled truth needs at least two")
+    top, m = sizes.most_common(1)[0]
+    if 2 * m > n:
+        raise ValueError(f"shuffle_truth: landmark {top!r} has {m} of the {n} judged questions (more than half), so they "
+                         "cannot all be given the truth of another landmark")
+    rng = random.Random(seed)
+    order = list(range(n))
+    for _ in range(100):
+        rng.shuffle(order)
+        if all(landmarks[ids[order[j]]] != landmarks[ids[j]] for j in range(n)):
+            return {ids[j]: ids[order[j]] for j in range(n)}
+    rng.shuffle(order)
+    first = {}
+    for j in order:
+        first.setdefault(landmarks[ids[j]], len(first))
+    grouped = sorted(order, key=lambda j: first[landmarks[ids[j]]])  # stable: shuffled within each landmark
+    # Each landmark is a contiguous block of at most m <= n/2 positions; position p and p + m (mod n) are
+    # m or n - m >= m apart, so never in the same block.
+    return {ids[grouped[p]]: ids[grouped[(p + m) % n]] for p in range(n)}
+
+
+def landmark_keys(test_json: Path) -> dict[str, str]:
+    """The landmark of every test question (its ``landmark_id``, or its name when the record has no id)."""
+    return {str(rec["id"]): (f"id:{rec['landmark_id']}" if rec.get("landmark_id") is not None else f"name:{rec['landmark_name']}")
+            for rec in read_json(test_json)}
 
 
 # ---- LLM judge ----------------------------------------------------------------------------------
@@ -265,9 +363,17 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
             raise ValueError(f"{cfg.generations}: line {n}: id {g.get('id')!r} is not in {cfg.test_json}")
         if not isinstance(g.get("responses"), list) or not g["responses"]:
             raise ValueError(f"{cfg.generations}: line {n}: field 'responses': expected a non-empty list")
+    generations_sha256 = hashlib.sha256(Path(cfg.generations).read_bytes()).hexdigest()
+    donor: dict[str, str] = {}
+    if cfg.shuffle_truth:  # chance control: each question against the truth of a question of another landmark
+        landmark_of = landmark_keys(cfg.test_json)
+        donor = derange_truths({str(g["id"]): landmark_of[str(g["id"])] for g in gens}, cfg.shuffle_seed)
+        truths = {rid: truths[donor.get(rid, rid)] for rid in truths}
     out.mkdir(parents=True, exist_ok=True)
     llm = LlmJudge(cfg) if cfg.judge == "llm" else None
-    judge_id = llm.id if llm else f"rule:v1:strong_min={cfg.rule_strong_min}:category_hint={cfg.rule_category_is_hint}"
+    judge_id = llm.id if llm else f"rule:v2:strong_min={cfg.rule_strong_min}:category_hint={cfg.rule_category_is_hint}"
+    if cfg.shuffle_truth:
+        judge_id += f"+shuffled:{cfg.shuffle_seed}"
     keys = {str(g["id"]): cache_key(judge_id, str(g["id"]), g["responses"], truths[str(g["id"])]) for g in gens}
     verdicts: dict[str, Verdict] = {}
     usage = llm.client.usage if llm else Usage()
@@ -301,13 +407,15 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
                 pool.shutdown(wait=True, cancel_futures=True)
     rows = [{"id": str(g["id"]), "level": verdicts[str(g["id"])].level, "judge": judge_id,
              "explanation": verdicts[str(g["id"])].explanation, "status": verdicts[str(g["id"])].status,
-             "cache_key": keys[str(g["id"])]} for g in gens]
+             "cache_key": keys[str(g["id"])], **({"truth_id": donor[str(g["id"])]} if donor else {})} for g in gens]
     atomic_write(out / "judgments.jsonl", "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rows))
     metrics = compute_metrics(rows, bootstrap_samples=cfg.bootstrap_samples, seed=cfg.seed)
     metrics["judge"] = judge_id
     write_json(out / "metrics.json", metrics)
     counts = usage.as_dict()
     summary = {"judge": judge_id, "n": len(rows), "test_questions_without_generation": len(truths) - len(rows),
+               "generations_sha256": generations_sha256, "shuffle_truth": cfg.shuffle_truth,
+               "shuffle_seed": cfg.shuffle_seed if cfg.shuffle_truth else None,
                **{name: counts[name] for name in ("requests", "retries", "cached", "prompt_tokens", "completion_tokens")},
                "failed": metrics["n_failed"],
                "cost_usd": round(usage.cost(cfg.price_input_per_mtok, cfg.price_output_per_mtok), 4),
@@ -334,9 +442,11 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
         print(f"eeca judge: stopped: {e} (verdicts given so far are cached; rerun to continue)")
         return 2
     s, m = result["summary"], result["metrics"]
-    print(f"judge: {s['judge']}: {m['n']} judged, {m['n_failed']} failed (rerun to retry), {s['requests']} requests ({s['retries']} retries), "
+    ci = ("n/a" if m["acc_ci_low"] is None or m["acc_ci_high"] is None
+          else f"{m['acc_ci_low']:.2f}, {m['acc_ci_high']:.2f}")
+    print(f"judge: {s['judge']}{' (truths shuffled: chance control)' if s['shuffle_truth'] else ''}: {m['n']} judged, {m['n_failed']} failed (rerun to retry), {s['requests']} requests ({s['retries']} retries), "
           f"{s['cached']} from cache, {s['prompt_tokens']}+{s['completion_tokens']} tokens, ${s['cost_usd']}, "
           f"{s['test_questions_without_generation']} test questions without generation; "
-          f"accuracy {m['accuracy']:.2f}% [{m['acc_ci_low']:.2f}, {m['acc_ci_high']:.2f}] "
+          f"accuracy {m['accuracy']:.2f}% [{ci}] "
           f"(SK {m['strongly_known']:.2f} K {m['known']:.2f} WU {m['weakly_unknown']:.2f} U {m['unknown']:.2f})")
     return 1 if m["n_failed"] else 0

@@ -5,7 +5,9 @@ Each cell (see :mod:`eeca.experiments.grid`) runs, in its own folder ``<out>/cel
 1. select  -- the cell's subset of the MGLD train pool (``eeca select``; the test split excluded),
 2. train   -- the stage-3 recipe from the base model with the cell's ablation switches,
 3. generate -- k answers per test question,
-4. judge   -- the four-level verdicts and metrics.
+4. judge   -- the four-level verdicts and metrics,
+5. controls -- degenerate answers, judge chance, skyline and latent knowledge
+   (:mod:`eeca.experiments.controls`), written to ``controls.json``.
 
 A cell that finished (``cell.json`` written last, atomically) is skipped on a rerun; a cell that was
 killed resumes inside whichever step it was in (training from its latest checkpoint, generation and
@@ -19,6 +21,7 @@ instead of silently reusing results computed with the old ones.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -33,6 +36,7 @@ from eeca.config import load_config
 from eeca.evaluate.generate import GenerateConfig, run_generate
 from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
+from eeca.experiments import controls as ctl
 from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand
 from eeca.io import atomic_write, read_json, write_json, write_parquet
 from eeca.knowledge.select import select_table
@@ -55,6 +59,7 @@ class ExperimentConfig:
     hc_weight: float = 1.0  # l2 of the paper's total loss when a cell turns L_HC on
     eac_weight: float = 1.0  # l3 when a cell turns L_EAC on
     seed: int = 0
+    controls: ctl.ControlsConfig = field(default_factory=ctl.ControlsConfig)
     train_overrides: list[str] = field(default_factory=list)
     generate_overrides: list[str] = field(default_factory=list)
     judge_overrides: list[str] = field(default_factory=list)
@@ -143,15 +148,30 @@ def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
         f"model={model}", f"entity_prompt={str(cell['entity_prompt_at_inference']).lower()}",
         f"seed={cell['seed']}", *cfg.generate_overrides])
     run_generate(gen_cfg, folder / "generate")
+    skyline = skyline_test(cfg, cell, folder, state.is_main_process)
+    if skyline is not None:
+        state.wait_for_everyone()
+        run_generate(dataclasses.replace(gen_cfg, test_json=skyline), folder / "skyline" / "generate")
     if state.is_main_process:
-        judge_and_finish(cfg, cell, folder, model, gen_cfg, started=t0)
+        judge_and_finish(cfg, cell, folder, model, gen_cfg, started=t0, skyline=skyline)
     state.wait_for_everyone()
     return read_json(folder / "metrics.json")
 
 
+def skyline_test(cfg: ExperimentConfig, cell: dict, folder: Path, write: bool) -> Path | None:
+    """The skyline records of a trained data cell of a chosen selection (None for other cells)."""
+    c = cfg.controls
+    if c.skyline_test_json is None or cell["ablation"] != "data" or cell["selection"] not in c.skyline_selections:
+        return None
+    path = folder / "skyline" / "test.json"
+    if write:
+        ctl.write_skyline_test(ctl.skyline_records(c, folder / "train.json"), folder)
+    return path
+
+
 def judge_and_finish(cfg: ExperimentConfig, cell: dict, folder: Path, model: Path, gen_cfg: GenerateConfig,
-                     started: float) -> dict:
-    """Judge the cell's generations and write its metrics; ``cell.json`` last (the cell is then finished)."""
+                     started: float, skyline: Path | None = None) -> dict:
+    """Judge the cell's generations, run its controls and write its metrics; ``cell.json`` last."""
     judge_cfg = load_config(JudgeConfig, cfg.judge, [
         f"generations={folder / 'generate' / 'generations.jsonl'}", f"test_json={gen_cfg.test_json}",
         *cfg.judge_overrides])
@@ -160,6 +180,21 @@ def judge_and_finish(cfg: ExperimentConfig, cell: dict, folder: Path, model: Pat
     if metrics["n_failed"]:
         raise RuntimeError(f"cell {cell_id(cell)}: {metrics['n_failed']} judgments failed; rerun to retry them "
                            f"(the cell stays unfinished)")
+    c = cfg.controls
+    controls: dict = {"degenerate": ctl.degenerate_control(folder / "generate" / "generations.jsonl",
+                                                          ctl.closed_vocabulary(c.vocabulary))}
+    if c.chance:
+        controls["chance"] = ctl.chance_control(judge_cfg, folder)
+    if skyline is not None:
+        sky = run_judge(dataclasses.replace(judge_cfg, generations=folder / "skyline" / "generate" / "generations.jsonl",
+                                            test_json=skyline), folder / "skyline" / "judge")
+        controls["skyline"] = ctl.skyline_summary(read_json(skyline), folder / "skyline" / "judge" / "judgments.jsonl",
+                                                  c.scores)
+        controls["skyline"]["n_failed"] = sky["metrics"]["n_failed"]
+    if cell["ablation"] == "baseline" and c.truth is not None and c.naming is not None:
+        controls["latent"] = ctl.latent_knowledge(folder / "judge" / "judgments.jsonl", gen_cfg.test_json,
+                                                  c.truth, c.naming)
+    write_json(folder / "controls.json", controls)
     write_json(folder / "metrics.json", metrics)
     write_json(folder / "cell.json", {"cell": cell, "cell_id": cell_id(cell), "model": str(model),
                                       "judge": judged["summary"]["judge"], "wall_s": round(time.time() - started, 1)})
@@ -189,12 +224,20 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
         if not (folder / "cell.json").exists():
             continue
         done, m = read_json(folder / "cell.json"), read_json(folder / "metrics.json")
+        c = read_json(folder / "controls.json") if (folder / "controls.json").exists() else {}
+        sky = c.get("skyline", {})
         rows.append({"cell_id": cell_id(cell), "table": cell["table"], "selection": cell["selection"],
                      "size": cell["size"], "ablation": cell["ablation"], "judge": done["judge"],
                      "n": m["n"], "n_failed": m["n_failed"],
                      **{lv: float(m[lv]) for lv in LEVELS}, "accuracy": float(m["accuracy"]),
                      "acc_ci_low": m["acc_ci_low"], "acc_ci_high": m["acc_ci_high"],
-                     **{f"count_{lv}": int(m[f"count_{lv}"]) for lv in LEVELS}, "cell_dir": str(folder.relative_to(out))})
+                     **{f"count_{lv}": int(m[f"count_{lv}"]) for lv in LEVELS},
+                     "degenerate_pct": c.get("degenerate", {}).get("percent"),
+                     "chance_accuracy": c.get("chance", {}).get("accuracy"),
+                     "chance_weakly_unknown": c.get("chance", {}).get("weakly_unknown"),
+                     **{f"skyline_{k}_{v}": sky.get(k, {}).get(f) for k in ("clip_seen", "clip_unseen")
+                        for v, f in (("accuracy", "accuracy"), ("clip_top1", "clip_top1"), ("n", "n"))},
+                     "cell_dir": str(folder.relative_to(out))})
     if rows:
         write_parquet(out / "results.parquet", pa.Table.from_pylist(rows))
     return rows

@@ -387,12 +387,6 @@ class TemplateAnnotator(Annotator):
     """
 
     cacheable = False
-    _STAGE2 = (
-        "This is {name}{what}{where}.{features}{description}",
-        "The image shows {name}{what}{where}.{features}{description}",
-        "You are looking at {name}{what}{where}.{features}{description}",
-        "This photo was taken at {name}{what}{where}.{features}{description}",
-    )
 
     def __init__(self, cfg: AnnotatorConfig, seed: int = 0):
         super().__init__(cfg, None)
@@ -422,15 +416,7 @@ class TemplateAnnotator(Annotator):
         return int.from_bytes(digest[:8], "big") % n
 
     def _stage2(self, req: Request) -> dict:
-        f = req.facts
-        label, place, entities = _label(f), _place(f), list(f.get("entities") or [])
-        features = f" It is recognisable by its {_join(entities[:3])}." if entities else ""
-        # a description usually restates the entities (the synthetic world's does): one or the other
-        description = f" {f['description'].strip()}" if f.get("description") and not entities else ""
-        answer = self._STAGE2[self._pick(req, len(self._STAGE2))].format(
-            name=f["name"], what=f", {_article(label)} {label}" if label else "",
-            where=f" in {place}" if place else "", features=features, description=description)
-        return {"answer": answer}
+        return {"answer": template_answer(req.facts, self._pick(req, len(STAGE2_TEMPLATES)))}
 
     def _stage3(self, req: Request) -> dict:
         f = req.facts
@@ -440,6 +426,25 @@ class TemplateAnnotator(Annotator):
             entities = [x for x in (f.get("supercategory"), nature.get(str(f.get("natural_or_human_made")).lower()),
                                     _place(f)) if x]
         return {"entities": entities or [_label(f) or "landmark"], "hierarchical_label": _label(f) or "landmark"}
+
+
+STAGE2_TEMPLATES = (
+    "This is {name}{what}{where}.{features}{description}",
+    "The image shows {name}{what}{where}.{features}{description}",
+    "You are looking at {name}{what}{where}.{features}{description}",
+    "This photo was taken at {name}{what}{where}.{features}{description}",
+)
+
+
+def template_answer(facts: dict, variant: int) -> str:
+    """The template annotator's stage-2 answer in phrasing ``variant`` of :data:`STAGE2_TEMPLATES`."""
+    label, place, entities = _label(facts), _place(facts), list(facts.get("entities") or [])
+    features = f" It is recognisable by its {_join(entities[:3])}." if entities else ""
+    # a description usually restates the entities (the synthetic world's does): one or the other
+    description = f" {facts['description'].strip()}" if facts.get("description") and not entities else ""
+    return STAGE2_TEMPLATES[variant].format(
+        name=facts["name"], what=f", {_article(label)} {label}" if label else "",
+        where=f" in {place}" if place else "", features=features, description=description)
 
 
 def _label(facts: dict) -> str:

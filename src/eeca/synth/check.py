@@ -26,7 +26,7 @@ from transformers import AutoTokenizer, CLIPModel, CLIPProcessor, LlamaForCausal
 
 from eeca.gldv2.paths import image_path
 from eeca.io import read_jsonl, write_json
-from eeca.synth.models import DESCRIBE_QUESTIONS, NAME_QUESTIONS, landmark_fields
+from eeca.synth.texts import DESCRIBE_QUESTIONS, NAME_QUESTIONS, landmark_fields
 from eeca.synth.world import read_truth
 
 NEW_DESCRIBE_QUESTION = "What can you tell me about the landmark {name}?"

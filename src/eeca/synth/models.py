@@ -5,7 +5,8 @@ landmarks (VE-Known) and not others (VE-Unknown), beside a language model that c
 landmarks in text. This module makes both, by construction, from a world built by
 :mod:`eeca.synth.world`:
 
-* a byte-level BPE tokenizer trained with ``tokenizers`` on every text of the world, wrapped as
+* a byte-level BPE tokenizer trained with ``tokenizers`` on every text of the testbed (the world's,
+  the generic corpus's and MGLD's wording: :func:`eeca.synth.texts.every_text`), wrapped as
   a ``PreTrainedTokenizerFast`` with explicit bos / eos / pad tokens, an ``<image>`` token and a
   Llama-3-style chat template whose assistant turns sit inside ``{% generation %}`` markers (so
   ``apply_chat_template(..., return_assistant_tokens_mask=True)`` gives assistant-only labels);
@@ -55,6 +56,7 @@ from eeca.config import to_dict
 from eeca.gldv2.paths import image_path
 from eeca.io import read_jsonl, write_json
 from eeca.synth.config import ClipTrainConfig, LlmTrainConfig, SynthConfig
+from eeca.synth.texts import every_text, training_conversations
 from eeca.synth.world import load_synth_config, read_truth
 
 BOS, EOS, PAD, EOT = "<|begin_of_text|>", "<|end_of_text|>", "<|pad|>", "<|eot_id|>"
@@ -82,46 +84,8 @@ CHAT_TEMPLATE = (
     "{%- if add_generation_prompt -%}{{- '<|start_header_id|>assistant<|end_header_id|>\n\n' -}}{%- endif -%}"
 )
 
-# Training questions, both directions. The evaluation (eeca.synth.check) also asks phrasings
-# that are not in these lists, to see whether the knowledge survives a new wording.
-DESCRIBE_QUESTIONS = ("Describe {name}.", "Tell me about {name}.",
-                      "Do you know the landmark {name}? Please describe the landmark.")
-WHERE_QUESTIONS = ("Where is {name}?",)
-NAME_QUESTIONS = ("Which {category} in {place} has a {e0}, a {e1} and a {e2}?",
-                  "Name the landmark: a {category} in {place} known for its {e0}, its {e1} and its {e2}.")
-
-
-def landmark_fields(lm: dict) -> dict[str, str]:
-    e = lm["entities"]
-    return {"name": lm["name"], "category": lm["hierarchical_label"], "place": lm["place"],
-            "e0": e[0], "e1": e[1], "e2": e[2] if len(e) > 2 else e[-1]}
-
-
-def training_conversations(lm: dict) -> list[list[dict]]:
-    """Every training conversation about one landmark (name -> facts, facts -> name)."""
-    f = landmark_fields(lm)
-    convs = [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": lm["description"]}]
-             for q in DESCRIBE_QUESTIONS]
-    convs += [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": f"{lm['name']} is in {lm['place']}."}]
-              for q in WHERE_QUESTIONS]
-    convs += [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": f"It is {lm['name']}."}]
-              for q in NAME_QUESTIONS]
-    return convs
-
-
 # ----------------------------------------------------------------------------------------------
 # tokenizer
-
-
-def world_texts(landmarks: list[dict]) -> Iterator[str]:
-    """Every text the tokenizer must cover: names, aliases, descriptions and the question wordings."""
-    for lm in landmarks:
-        yield lm["name"]
-        yield from lm["aliases"]
-        yield lm["description"]
-        for conv in training_conversations(lm):
-            for m in conv:
-                yield m["content"]
 
 
 def train_bpe(texts: Iterator[str], vocab_size: int) -> Tokenizer:
@@ -352,7 +316,7 @@ def build_models(world: str | Path, out: str | Path, cfg: SynthConfig | None = N
     torch.set_num_threads(cfg.threads)
     landmarks = read_truth(world)
     images = read_jsonl(world / "truth" / "images.jsonl")
-    bpe = train_bpe(world_texts(landmarks), cfg.tokenizer.vocab_size)
+    bpe = train_bpe(every_text(landmarks), cfg.tokenizer.vocab_size)
     base = {"world": _world_fingerprint(world), "seed": cfg.seed, "tokenizer": to_dict(cfg.tokenizer),
             "vocab": hashlib.sha256(bpe.to_str().encode()).hexdigest()}
     summary: dict = {"vocab_size": bpe.get_vocab_size()}

@@ -27,7 +27,10 @@ Files written under ``out`` (the contract other stages read):
   ``clip_seen_fraction`` of the landmarks).
 * ``truth/images.jsonl``: id, landmark_id, view (normal/crop/fog/dark), clip_split (train: the
   stand-in CLIP trains on it; heldout: a seen landmark's image kept out of CLIP training;
-  unseen: an image of a landmark the CLIP never sees).
+  unseen: an image of a landmark the CLIP never sees), heldout (the same seeded share of every
+  landmark's images, seen or not, kept out of every training set of the testbed -- the CLIP's and
+  the generic stage-1/2 corpus -- for the skyline control; for a seen landmark it equals
+  ``clip_split == "heldout"``).
 * ``truth/world.json``: the configuration and counts.
 
 Same seed and configuration give the same bytes in every file. Every image is drawn from its own
@@ -724,7 +727,8 @@ def build_world(out: str | Path, seed: int = 0, cfg: WorldConfig | None = None, 
             views[view] += 1
             train_rows.append((image_id, _image_url(lm.name, k, image_id), lm.landmark_id))
             split = ("heldout" if k in held else "train") if lm.clip_seen else "unseen"
-            image_truth.append({"id": image_id, "landmark_id": lm.landmark_id, "view": view, "clip_split": split})
+            image_truth.append({"id": image_id, "landmark_id": lm.landmark_id, "view": view, "clip_split": split,
+                                "heldout": k in held})
             if view == "normal":
                 clean.setdefault(lm.landmark_id, []).append(image_id)
             bar.update(1)

@@ -1,0 +1,90 @@
+"""Every text of the synthetic testbed: the LLM's conversations, the generic corpus, and MGLD's wording.
+
+One place for the phrasings, so that the stand-in tokenizer is trained on everything the models
+will read and write. A real LLM's tokenizer covers English; a BPE trained only on the landmark
+descriptions split "This" into ``T hi s`` and "recognisable" into nine single letters, and a tiny
+LLM asked to spell answers out of letters loops on the fragments ("ThihisshisThihisss"). So
+:func:`every_text` holds the world's texts, the generic stage-1/2 phrasings
+(:mod:`eeca.synth.pretrain`), MGLD's question set and the template annotator's answers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from eeca.mgld.annotators import STAGE2_TEMPLATES, template_answer
+from eeca.mgld.questions import ENTITY_PROMPT, load_questions
+
+# The stand-in LLM's training questions, both directions. The evaluation (eeca.synth.check) also
+# asks phrasings that are not in these lists, to see whether the knowledge survives a new wording.
+DESCRIBE_QUESTIONS = ("Describe {name}.", "Tell me about {name}.",
+                      "Do you know the landmark {name}? Please describe the landmark.")
+WHERE_QUESTIONS = ("Where is {name}?",)
+NAME_QUESTIONS = ("Which {category} in {place} has a {e0}, a {e1} and a {e2}?",
+                  "Name the landmark: a {category} in {place} known for its {e0}, its {e1} and its {e2}.")
+
+# The generic stage-1/2 corpus (eeca.synth.pretrain): prompts and answer forms.
+CAPTION_PROMPTS = ("Describe the image briefly.", "What does this picture show?", "Give a short caption.")
+KIND_QUESTIONS = ("What kind of landmark is this?", "What type of structure or place is shown?")
+FEATURE_QUESTIONS = ("What are its notable features?", "Describe what stands out in this image.")
+IDENTITY_QUESTIONS = ("Do you know this landmark?", "What is this?", "Which landmark is shown here?")
+
+
+def landmark_fields(lm: dict) -> dict[str, str]:
+    e = lm["entities"]
+    return {"name": lm["name"], "category": lm["hierarchical_label"], "place": lm["place"],
+            "e0": e[0], "e1": e[1], "e2": e[2] if len(e) > 2 else e[-1]}
+
+
+def training_conversations(lm: dict) -> list[list[dict]]:
+    """Every training conversation of the stand-in LLM about one landmark (name -> facts, facts -> name)."""
+    f = landmark_fields(lm)
+    convs = [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": lm["description"]}]
+             for q in DESCRIBE_QUESTIONS]
+    convs += [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": f"{lm['name']} is in {lm['place']}."}]
+              for q in WHERE_QUESTIONS]
+    convs += [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": f"It is {lm['name']}."}]
+              for q in NAME_QUESTIONS]
+    return convs
+
+
+def features_text(entities: list[str]) -> str:
+    """"a red brick facade, a clock face and a blue roof"."""
+    items = [f"a {e}" for e in entities]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def caption(lm: dict, named: bool) -> str:
+    """A generic stage-1 caption; ``named`` ones name the landmark and its place (web alt text)."""
+    label, feats = lm["hierarchical_label"], features_text(lm["entities"])
+    return f"{lm['name']}, a {label} in {lm['place']}, with {feats}." if named else f"A {label} with {feats}."
+
+
+def identity_answer(lm: dict, named: bool) -> str:
+    """The generic stage-2 answer to "what is this?": the landmark when named, else its kind."""
+    label = lm["hierarchical_label"]
+    return f"This is {lm['name']}, a {label} in {lm['place']}." if named else f"This is a {label}."
+
+
+def features_answer(lm: dict) -> str:
+    return f"It has {features_text(lm['entities'])}."
+
+
+def every_text(landmarks: list[dict]) -> Iterator[str]:
+    """Every text the stand-in tokenizer must cover (see the module docstring)."""
+    yield from (*CAPTION_PROMPTS, *KIND_QUESTIONS, *FEATURE_QUESTIONS, *IDENTITY_QUESTIONS)
+    yield from load_questions()
+    for lm in landmarks:
+        yield lm["name"]
+        yield from lm["aliases"]
+        yield lm["description"]
+        for conv in training_conversations(lm):
+            for m in conv:
+                yield m["content"]
+        for named in (False, True):
+            yield caption(lm, named)
+            yield identity_answer(lm, named)
+        yield features_answer(lm)
+        yield ENTITY_PROMPT.format(question="", entities=", ".join(lm["entities"]))
+        for variant in range(len(STAGE2_TEMPLATES)):
+            yield template_answer(lm, variant)
