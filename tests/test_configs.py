@@ -28,7 +28,9 @@ CLASSES = {
     "generate.yaml": "eeca.evaluate.generate:GenerateConfig",
     "judge.yaml": "eeca.evaluate.judge:JudgeConfig",
     **{name: "eeca.experiments.runner:ExperimentConfig"
-       for name in ("demo.yaml", "table1.yaml", "table2.yaml", "table3.yaml", "table4.yaml", "fig5.yaml")},
+       for name in ("demo.yaml", "table1.yaml", "table2.yaml", "table3.yaml", "table4.yaml", "fig5.yaml",
+                    "study-grid.yaml")},
+    "study.yaml": "eeca.experiments.study:StudyConfig",
 }
 YAMLS = sorted(CONFIGS.glob("*/*.yaml"))
 # what may stand before `eeca`: environment variables, and a launcher that runs `python -m eeca`

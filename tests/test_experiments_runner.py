@@ -56,6 +56,9 @@ def test_grid_runs_every_cell_once_into_one_results_table(tmp_path):
         assert r["accuracy"] == pytest.approx(r["strongly_known"] + r["known"])
         levels = [r[f"count_{lv}"] for lv in ("strongly_known", "known", "weakly_unknown", "unknown")]
         assert sum(levels) == r["n"]
+        controls = json.loads((tmp_path / "run" / r["cell_dir"] / "controls.json").read_text())
+        assert controls["degenerate"]["answers"] == 3 * 2 and r["degenerate_pct"] == controls["degenerate"]["percent"]
+        assert controls["chance"]["n"] == 3 and r["chance_accuracy"] == controls["chance"]["accuracy"]
     cell = tmp_path / "run" / (next(r["cell_dir"] for r in rows if r["selection"] == "HDS" and r["ablation"] == "data"))
     # HDS: the 3 highest RSR of the 7 train records (ties by S); the subset is what the cell trained on
     chosen = [r["id"] for r in json.loads((cell / "train.json").read_text())]

@@ -10,7 +10,7 @@ from eeca.io import read_jsonl
 from eeca.synth.config import WorldConfig
 from eeca.synth.models import train_bpe, wrap_tokenizer
 from eeca.synth.pretrain import naming_rate, pretrain_command, pretrain_records, skyline_records
-from eeca.synth.texts import every_text
+from eeca.synth.texts import FEATURE_QUESTIONS, every_text
 from eeca.synth.world import build_world
 
 
@@ -64,8 +64,11 @@ def test_captions_name_landmarks_at_the_popularity_rate(world):
     for r in stage2:
         if "image" in r:
             lm = next(t for t in truth if t["landmark_id"] == by_id[r["id"]])
-            assert (lm["name"] in s1[r["id"]]) == (lm["name"] in r["conversations"][1]["value"])
-            assert (lm["place"] in s1[r["id"]]) == (lm["place"] in r["conversations"][1]["value"])
+            answers = " ".join(t["value"] for t in r["conversations"][1::2])
+            assert (lm["name"] in s1[r["id"]]) == (lm["name"] in answers)
+            assert (lm["place"] in s1[r["id"]]) == (lm["place"] in answers)
+    firsts = {r["conversations"][0]["value"].split("\n", 1)[1] for r in stage2 if "image" in r}
+    assert firsts & set(FEATURE_QUESTIONS) and firsts - set(FEATURE_QUESTIONS)  # both orders occur
     total = sum(r["n_images"] for r in naming)
     assert 0 < sum(r["named_captions"] for r in naming) < total
 

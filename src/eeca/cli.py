@@ -47,6 +47,7 @@ COMMANDS: dict[str, str] = {
     "synth pretrain": "eeca.synth.pretrain:pretrain_command",
     "experiment": "eeca.experiments.runner:experiment_command",
     "demo": "eeca.experiments.demo:demo_command",
+    "study": "eeca.experiments.study:study_command",
 }
 
 

@@ -97,7 +97,7 @@ def _result_blocks(cells: list[Cell], paper: dict | None, suffix: str, tag: str)
                              fig5, "Solid: +data per selection; dashed: EECA; dotted: untrained baseline."))
     blocks += [Figure(f"levels{tag}", "Recognition levels per cell.", F.levels_figure(cells),
                       "Strongly Known + Known = accuracy (paper 3.1)."),
-               Figure(f"accuracy_ci{tag}", "Accuracy per cell with bootstrap 95% interval.",
+               Figure(f"accuracy_ci{tag}", "Accuracy per cell with exact 95% interval (Clopper-Pearson).",
                       F.accuracy_figure(cells)),
                Heading("App. D: absolute counts" + suffix), *count_tables(cells, paper)]
     return blocks

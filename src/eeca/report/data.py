@@ -5,7 +5,7 @@ holds a run directory. Contracts (DESIGN section 3 and the cross-area contracts)
 
 * ``RUN_DIR/results.parquet``: one row per evaluated cell of the grid (paper 3.3, 5.2, 5.3), with
   the four recognition levels of paper 3.1 as percentages and counts, accuracy = SK + K, and its
-  bootstrap 95% interval. Validated on load: a missing column, a null, or an unknown selection or
+  exact 95% interval (Clopper-Pearson). Validated on load: a missing column, a null, or an unknown selection or
   ablation is an error naming the file, the row and the field.
 * ``<cell_dir>/metrics.json``: cross-checked against the results row (a mismatch is reported).
 * ``<analysis>/tsne.parquet``, ``category_counts.parquet``, ``knowledge.json``: optional (paper 3.2).
@@ -144,7 +144,7 @@ def check_cells(run_dir: Path, cells: list[Cell]) -> list[str]:
             problems.append(f"{c.cell_id} ({c.judge}): accuracy {c.accuracy:.2f} != Strongly Known + Known "
                             f"{c.strongly_known + c.known:.2f}")
         if not c.acc_ci_low <= c.accuracy <= c.acc_ci_high:
-            problems.append(f"{c.cell_id} ({c.judge}): bootstrap interval [{c.acc_ci_low:.2f}, "
+            problems.append(f"{c.cell_id} ({c.judge}): exact interval [{c.acc_ci_low:.2f}, "
                             f"{c.acc_ci_high:.2f}] does not contain the accuracy {c.accuracy:.2f}")
         metrics_path = Path(run_dir, c.cell_dir, "metrics.json")  # an absolute cell_dir stays absolute
         if not metrics_path.is_file():

@@ -4,7 +4,7 @@
 * Figure 4 (paper 3.2): hierarchical-label distribution of each subset.
 * Figure 5 (paper 3.3, 5.2): accuracy against data size, one line per selection (+data cells), EECA
   dashed where it was run at several sizes, the untrained baseline as a horizontal line.
-* The four recognition levels of every cell as stacked bars, and accuracy with its bootstrap 95%
+* The four recognition levels of every cell as stacked bars, and accuracy with its exact 95%
   interval (paper 3.1).
 
 Figures are drawn on matplotlib's Agg canvas without pyplot (no global state), at fixed sizes that
@@ -57,7 +57,7 @@ def levels_figure(cells: list[Cell]) -> bytes:
 
 
 def accuracy_figure(cells: list[Cell]) -> bytes:
-    """Accuracy (SK + K) per cell with its bootstrap 95% interval."""
+    """Accuracy (SK + K) per cell with its exact 95% interval (Clopper-Pearson)."""
     fig = Figure(figsize=(9, 1.0 + 0.32 * len(cells)))
     ax = fig.add_subplot()
     ys = range(len(cells))
@@ -67,7 +67,7 @@ def accuracy_figure(cells: list[Cell]) -> bytes:
     ax.errorbar(acc, ys, xerr=err, fmt="o", color="#2166ac", capsize=3)
     ax.set_yticks(list(ys), [f"{c.label} [{c.judge}]" for c in cells])
     ax.invert_yaxis()
-    ax.set_xlabel("accuracy, % (bootstrap 95% interval)")
+    ax.set_xlabel("accuracy, % (exact 95% interval (Clopper-Pearson))")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return png(fig)

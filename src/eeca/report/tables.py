@@ -272,13 +272,13 @@ def table7(cells: list[Cell], paper: dict | None) -> Table | NotRun:
 
 
 def all_cells(cells: list[Cell]) -> Table:
-    """Every cell: level percentages, accuracy with its bootstrap 95% interval, and counts."""
+    """Every cell: level percentages, accuracy with its exact 95% interval (Clopper-Pearson), and counts."""
     rows = [[c.label, str(c.n), *(num(c.pct(lv)) for lv in LEVELS),
              f"{num(c.accuracy)} [{num(c.acc_ci_low)}, {num(c.acc_ci_high)}]", *_counts(c), c.cell_id]
             for c in sorted(cells, key=cell_order)]
     columns = ["Cell", "n", *(f"{LEVEL_NAMES[lv]} %" for lv in LEVELS), "Accuracy % [95% CI]",
                *COUNT_COLUMNS, "cell_id"]
-    return Table("cells", "Every cell: levels, accuracy with bootstrap 95% interval, counts", columns, rows)
+    return Table("cells", "Every cell: levels, accuracy with exact 95% interval (Clopper-Pearson), counts", columns, rows)
 
 
 def paper_tables(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:

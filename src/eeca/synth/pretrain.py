@@ -79,12 +79,13 @@ def pretrain_records(world: Path, mgld_split: Path, seed: int = 0) -> tuple[list
         stage1.append({"id": img["id"], "image": path, "conversations": [
             {"from": "human", "value": "<image>\n" + rng.choice(CAPTION_PROMPTS)},
             {"from": "gpt", "value": caption(lm, is_named)}]})
-        first = rng.choice(IDENTITY_QUESTIONS if is_named else KIND_QUESTIONS)
+        turns = [(rng.choice(IDENTITY_QUESTIONS if is_named else KIND_QUESTIONS), identity_answer(lm, is_named)),
+                 (rng.choice(FEATURE_QUESTIONS), features_answer(lm))]
+        if rng.random() < 0.5:  # either question may come first, as in LLaVA's multi-turn data
+            turns.reverse()
         stage2.append({"id": img["id"], "image": path, "conversations": [
-            {"from": "human", "value": "<image>\n" + first},
-            {"from": "gpt", "value": identity_answer(lm, is_named)},
-            {"from": "human", "value": rng.choice(FEATURE_QUESTIONS)},
-            {"from": "gpt", "value": features_answer(lm)}]})
+            {"from": "human", "value": "<image>\n" + turns[0][0]}, {"from": "gpt", "value": turns[0][1]},
+            {"from": "human", "value": turns[1][0]}, {"from": "gpt", "value": turns[1][1]}]})
     for lid, lm in sorted(truth.items()):
         rng = random.Random(f"{seed}:text:{lid}")
         user, assistant = rng.choice(training_conversations(lm))

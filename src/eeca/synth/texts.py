@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from eeca.mgld.annotators import STAGE2_TEMPLATES, template_answer
-from eeca.mgld.questions import ENTITY_PROMPT, load_questions
+from eeca.mgld.questions import ENTITY_PROMPT, load_questions, pick_question
 
 # The stand-in LLM's training questions, both directions. The evaluation (eeca.synth.check) also
 # asks phrasings that are not in these lists, to see whether the knowledge survives a new wording.
@@ -22,6 +22,13 @@ DESCRIBE_QUESTIONS = ("Describe {name}.", "Tell me about {name}.",
 WHERE_QUESTIONS = ("Where is {name}?",)
 NAME_QUESTIONS = ("Which {category} in {place} has a {e0}, a {e1} and a {e2}?",
                   "Name the landmark: a {category} in {place} known for its {e0}, its {e1} and its {e2}.")
+# The LLM also knows the testbed's wording, as a real LLM knows English: told which landmark a photo
+# shows, it answers MGLD's questions in the template annotator's phrasings, and it can say what the
+# landmark is, what it looks like, and caption a photo of it.
+PHOTO_QUESTION = "Here is a photo of {name}. {question}"
+WHAT_QUESTION = "What is {name}?"
+LOOK_QUESTION = "What does {name} look like?"
+CAPTION_QUESTION = "Write a caption for a photo of {name}."
 
 # The generic stage-1/2 corpus (eeca.synth.pretrain): prompts and answer forms.
 CAPTION_PROMPTS = ("Describe the image briefly.", "What does this picture show?", "Give a short caption.")
@@ -34,18 +41,6 @@ def landmark_fields(lm: dict) -> dict[str, str]:
     e = lm["entities"]
     return {"name": lm["name"], "category": lm["hierarchical_label"], "place": lm["place"],
             "e0": e[0], "e1": e[1], "e2": e[2] if len(e) > 2 else e[-1]}
-
-
-def training_conversations(lm: dict) -> list[list[dict]]:
-    """Every training conversation of the stand-in LLM about one landmark (name -> facts, facts -> name)."""
-    f = landmark_fields(lm)
-    convs = [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": lm["description"]}]
-             for q in DESCRIBE_QUESTIONS]
-    convs += [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": f"{lm['name']} is in {lm['place']}."}]
-              for q in WHERE_QUESTIONS]
-    convs += [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": f"It is {lm['name']}."}]
-              for q in NAME_QUESTIONS]
-    return convs
 
 
 def features_text(entities: list[str]) -> str:
@@ -70,6 +65,25 @@ def features_answer(lm: dict) -> str:
     return f"It has {features_text(lm['entities'])}."
 
 
+def training_conversations(lm: dict) -> list[list[dict]]:
+    """Every training conversation of the stand-in LLM about one landmark (name -> facts, facts -> name)."""
+    f = landmark_fields(lm)
+    convs = [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": lm["description"]}]
+             for q in DESCRIBE_QUESTIONS]
+    convs += [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": f"{lm['name']} is in {lm['place']}."}]
+              for q in WHERE_QUESTIONS]
+    convs += [[{"role": "user", "content": q.format(**f)}, {"role": "assistant", "content": f"It is {lm['name']}."}]
+              for q in NAME_QUESTIONS]
+    questions = load_questions()
+    convs += [[{"role": "user", "content": PHOTO_QUESTION.format(
+                   name=lm["name"], question=pick_question(questions, v, lm["name"]))},
+               {"role": "assistant", "content": template_answer(lm, v)}] for v in range(len(STAGE2_TEMPLATES))]
+    convs += [[{"role": "user", "content": q.format(name=lm["name"])}, {"role": "assistant", "content": a}]
+              for q, a in ((WHAT_QUESTION, identity_answer(lm, True)), (LOOK_QUESTION, features_answer(lm)),
+                           (CAPTION_QUESTION, caption(lm, True)))]
+    return convs
+
+
 def every_text(landmarks: list[dict]) -> Iterator[str]:
     """Every text the stand-in tokenizer must cover (see the module docstring)."""
     yield from (*CAPTION_PROMPTS, *KIND_QUESTIONS, *FEATURE_QUESTIONS, *IDENTITY_QUESTIONS)
@@ -77,14 +91,9 @@ def every_text(landmarks: list[dict]) -> Iterator[str]:
     for lm in landmarks:
         yield lm["name"]
         yield from lm["aliases"]
-        yield lm["description"]
         for conv in training_conversations(lm):
             for m in conv:
                 yield m["content"]
-        for named in (False, True):
-            yield caption(lm, named)
-            yield identity_answer(lm, named)
-        yield features_answer(lm)
+        yield caption(lm, False)
+        yield identity_answer(lm, False)
         yield ENTITY_PROMPT.format(question="", entities=", ".join(lm["entities"]))
-        for variant in range(len(STAGE2_TEMPLATES)):
-            yield template_answer(lm, variant)
