@@ -53,7 +53,7 @@ class Testbed:
 
 
 def build_testbed(out: Path, configs: Path, seed: int, landmarks: int | None, times: dict[str, float],
-                  mgld_overrides: list[str] = ()) -> Testbed:
+                  mgld_overrides: list[str] = (), synth_overrides: list[str] = ()) -> Testbed:
     """Steps 1-5 of the module docstring under ``out``: the world, its stand-ins, MGLD and the base model.
 
     After stages 1 and 2 the base model is probed (:mod:`eeca.experiments.probe`): does the image
@@ -84,7 +84,8 @@ def build_testbed(out: Path, configs: Path, seed: int, landmarks: int | None, ti
         times[name] = time.perf_counter() - t0
 
     step("synth world", None, lambda: world_command(str(world), seed, landmarks, str(configs / "world.yaml")))
-    step("synth models", None, lambda: models_command(str(world), str(models), str(configs / "world.yaml")))
+    step("synth models", None, lambda: models_command(str(world), str(models), str(configs / "world.yaml"),
+                                                      list(synth_overrides)))
     step("synth check", None, lambda: check_command(str(world), str(models)))
     step("gldv2 ingest", gl / "images.parquet", lambda: print(ingest(world, gl).line(gl)))
     step("score", None, lambda: score_command(

@@ -57,6 +57,7 @@ class StudyConfig:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     landmarks: int = 400
     test_fraction: float = 0.5  # of the MGLD samples (one per landmark): at least 200 test questions
+    synth_overrides: list[str] = field(default_factory=list)  # stand-in settings (world.yaml), e.g. llm.steps
     bootstrap_samples: int = 4000
 
     def __post_init__(self):
@@ -146,7 +147,7 @@ def render_markdown(cfg: StudyConfig, tables: list[dict], controls: list[dict], 
     return "\n".join(lines) + "\n"
 
 
-def study_command(config: Path = Path("configs/synth/study.yaml"), overrides: list[str] = ()) -> int:
+def study_command(config: Path, overrides: list[str] = ()) -> int:
     """Run the synthetic Tables 1-3 for several seeds; write study.md / study.json with paired, pooled comparisons.
 
     Args:
@@ -163,15 +164,21 @@ def study_command(config: Path = Path("configs/synth/study.yaml"), overrides: li
         times: dict[str, float] = {}
         folder = Path(cfg.out) / f"seed-{seed}"
         tb = build_testbed(folder, Path(cfg.configs), seed, cfg.landmarks, times,
-                           [f"split.test_fraction={cfg.test_fraction}", f"split.seed={seed}", f"seed={seed}"])
+                           [f"split.test_fraction={cfg.test_fraction}", f"split.seed={seed}", f"seed={seed}"],
+                           [f"seed={seed}", *cfg.synth_overrides])
         ecfg = experiment_config(tb, Path(cfg.configs), Path(cfg.grid), folder / "experiment")
         run_experiment(dataclasses.replace(ecfg, seed=seed))
         runs.append(folder / "experiment")
+        write_study(cfg, runs, time.perf_counter() - t0, config, overrides)  # pooled over the seeds so far
+    print(f"study: {len(runs)} seeds -> {Path(cfg.out) / 'study.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")
+    return 0
+
+
+def write_study(cfg: StudyConfig, runs: list[Path], wall: float, config: Path, overrides) -> None:
+    """study.json and study.md over the finished seeds' runs."""
     tables = pooled_tables(runs, cfg.bootstrap_samples)
     controls = cell_controls(runs)
-    wall = time.perf_counter() - t0
-    write_json(Path(cfg.out) / "study.json", {"seeds": cfg.seeds, "tables": tables, "cells": controls, "wall_s": wall})
+    done = dataclasses.replace(cfg, seeds=cfg.seeds[:len(runs)])
+    write_json(Path(cfg.out) / "study.json", {"seeds": done.seeds, "tables": tables, "cells": controls, "wall_s": wall})
     command = f"eeca study {config}" + (f" --overrides {' '.join(overrides)}" if overrides else "")
-    atomic_write(Path(cfg.out) / "study.md", render_markdown(cfg, tables, controls, wall, command))
-    print(f"study: {len(runs)} seeds, {len(tables)} comparisons -> {Path(cfg.out) / 'study.md'} ({wall / 60:.1f} min)")
-    return 0
+    atomic_write(Path(cfg.out) / "study.md", render_markdown(done, tables, controls, wall, command))

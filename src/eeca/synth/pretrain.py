@@ -20,7 +20,7 @@ stay unseen) and the world's held-out images (``heldout`` in ``truth/images.json
 of the CLIP's training). Other images of test landmarks are used, named at the same rate as any
 other, which is the latent knowledge the baseline can show.
 
-The held-out images of the MGLD train landmarks become ``skyline.json``: test records in MGLD's
+Held-out images of the MGLD train landmarks (two per landmark) become ``skyline.json``: test records in MGLD's
 format (a question of MGLD's set, the landmark's truth) on views no training set contains, of
 landmarks that stage-3 subsets do contain. A cell tested on them shows how well stage 3 teaches
 the landmarks it trains on (the skyline control, docs/synth.md).
@@ -49,6 +49,8 @@ from eeca.synth.texts import (
     identity_answer,
     training_conversations,
 )
+
+SKYLINE_VIEWS = 2  # held-out views per landmark in skyline.json: landmarks weigh alike, not by popularity
 
 
 def naming_rate(n_images: int, images_max: int) -> float:
@@ -98,16 +100,20 @@ def pretrain_records(world: Path, mgld_split: Path, seed: int = 0) -> tuple[list
 
 
 def skyline_records(world: Path, mgld_split: Path, seed: int = 0) -> list[dict]:
-    """MGLD-format test records on the held-out, non-MGLD images of the MGLD train landmarks."""
+    """MGLD-format test records on held-out, non-MGLD images of the MGLD train landmarks (at most
+    :data:`SKYLINE_VIEWS` per landmark, the first by id)."""
     truth = {r["landmark_id"]: r for r in read_jsonl(world / "truth" / "landmarks.jsonl")}
     split = read_parquet(mgld_split, columns=["id", "landmark_id", "split"]).to_pylist()
     in_mgld = {str(r["id"]) for r in split}
     train_landmarks = {r["landmark_id"] for r in split if r["split"] == "train"}
     questions = load_questions()
-    out = []
-    for img in read_jsonl(world / "truth" / "images.jsonl"):
+    out, per_landmark = [], dict.fromkeys(train_landmarks, 0)
+    for img in read_jsonl(world / "truth" / "images.jsonl"):  # sorted by id
         if not img["heldout"] or img["id"] in in_mgld or img["landmark_id"] not in train_landmarks:
             continue
+        if per_landmark[img["landmark_id"]] == SKYLINE_VIEWS:
+            continue
+        per_landmark[img["landmark_id"]] += 1
         lm = truth[img["landmark_id"]]
         out.append({"id": img["id"], "image": image_relpath(img["id"]), "conversations": [
             {"from": "human", "value": "<image>\n" + pick_question(questions, seed, img["id"])},
