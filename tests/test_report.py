@@ -219,7 +219,7 @@ def test_metrics_mismatch_and_failures_are_reported(tmp_path, run_eeca):
     assert re.search(r"Check: HSS-40-eac: .*metrics.json disagrees with results.parquet: count_known 12 vs 13", md)
     cid = rows[0]["cell_id"]
     assert f"- Check: {cid} (rule): 3 of 100 judgments failed (counted apart, not scored as Unknown)." in md
-    assert f"Check: {cid} (rule): bootstrap interval [6.50, 9.00] does not contain the accuracy 10.00." in md
+    assert f"Check: {cid} (rule): exact interval [6.50, 9.00] does not contain the accuracy 10.00." in md
 
 
 def test_paper_numbers_beside_ours_at_paper_sizes(tmp_path, run_eeca):

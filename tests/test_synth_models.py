@@ -31,7 +31,8 @@ TINY = SynthConfig(
     tokenizer=TokenizerConfig(vocab_size=600),
     clip=ClipTrainConfig(image_size=32, patch_size=8, hidden_size=32, layers=1, heads=2, projection_dim=32,
                          steps=40, batch_size=8, lr=3e-3),
-    llm=LlmTrainConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64, steps=40, batch_size=16, lr=5e-3),
+    llm=LlmTrainConfig(hidden_size=32, layers=1, heads=2, intermediate_size=64, max_length=160, steps=40, batch_size=16,
+                        lr=5e-3),
     threads=1,
 )
 
@@ -66,7 +67,7 @@ def test_chat_template_assistant_masks(world, bpe):
     tok = wrap_tokenizer(bpe, "llm", 96)
     for lm in read_truth(world)[:4]:
         convs = training_conversations(lm)
-        for conv, enc in zip(convs, encode_conversations(tok, convs, 96), strict=True):
+        for conv, enc in zip(convs, encode_conversations(tok, convs, 160), strict=True):
             labelled = [t for t in enc["labels"] if t != -100]
             assert tok.decode(labelled) == conv[1]["content"] + EOT
             assert enc["input_ids"][0] == tok.bos_token_id

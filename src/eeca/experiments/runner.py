@@ -235,8 +235,8 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
                      "degenerate_pct": c.get("degenerate", {}).get("percent"),
                      "chance_accuracy": c.get("chance", {}).get("accuracy"),
                      "chance_weakly_unknown": c.get("chance", {}).get("weakly_unknown"),
-                     **{f"skyline_{k}_{v}": sky.get(k, {}).get(f) for k in ("clip_seen", "clip_unseen")
-                        for v, f in (("accuracy", "accuracy"), ("clip_top1", "clip_top1"), ("n", "n"))},
+                     **{f"skyline_{k}_{f}": sky.get(k, {}).get(f) for k in ("clip_seen", "clip_unseen")
+                        for f in ("accuracy", "clip_top1", "n")},
                      "cell_dir": str(folder.relative_to(out))})
     if rows:
         write_parquet(out / "results.parquet", pa.Table.from_pylist(rows))
