@@ -197,3 +197,13 @@ def test_stages_1_2_3_end_to_end_eval_loss_falls(tmp_path):
         assert s["eval_loss_end"] < s["eval_loss_start"]
     logs = json.loads((tmp_path / "stage3" / "trainer_state.json").read_text())["log_history"]
     assert all({"loss_lm", "loss_hc", "loss_eac"} <= set(e) for e in logs if "loss" in e)
+
+
+def test_a_checkpoint_whose_state_was_cut_by_a_kill_is_not_resumed_from(tmp_path):
+    """kill -9 while the Trainer writes trainer_state.json leaves it empty or cut: resume from the one before."""
+    for step, state in ((2, '{"global_step": 2}'), (4, '{"global_step": 4}'), (6, ""), (8, '{"global_st')):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text(state)
+    (tmp_path / "checkpoint-10").mkdir()  # no state at all yet
+    assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    assert latest_checkpoint(tmp_path / "none") is None

@@ -225,13 +225,24 @@ def apply_lora(model, cfg: TrainConfig):
 
 # ---- checkpoints --------------------------------------------------------------------------------
 def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The highest-step ``checkpoint-N`` that was completely written (``trainer_state.json`` is written last)."""
+    """The highest-step ``checkpoint-N`` that was completely written.
+
+    ``trainer_state.json`` is written last, but not atomically: a kill during its write leaves it
+    empty or cut, so a checkpoint counts only when that file parses as JSON.
+    """
     found = []
     for d in Path(output_dir).glob("checkpoint-*"):
         m = re.fullmatch(r"checkpoint-(\d+)", d.name)
-        if m and (d / "trainer_state.json").exists():
+        if m and _complete_state(d / "trainer_state.json"):
             found.append((int(m.group(1)), d))
     return max(found)[1] if found else None
+
+
+def _complete_state(path: Path) -> bool:
+    try:
+        return isinstance(json.loads(path.read_text(encoding="utf-8")), dict)
+    except (OSError, ValueError):
+        return False
 
 
 def save_adapter_base_config(model, folder: Path) -> None:
