@@ -24,6 +24,7 @@ from pathlib import Path
 
 from eeca.config import load_config
 from eeca.evaluate.compare import compare_judgments
+from eeca.experiments import controls as ctl
 from eeca.io import atomic_write, read_json, read_parquet, write_json
 
 # (table, row label, cell a, cell b): b compared with a on the same questions; a cell is
@@ -88,16 +89,19 @@ def pooled_tables(runs: list[Path], samples: int) -> list[dict]:
     return out
 
 
-def cell_controls(runs: list[Path]) -> list[dict]:
-    """Per seed and cell: accuracy, degenerate answers, judge chance, skyline, baseline latent knowledge."""
+def cell_controls(runs: list[Path], vocabularies: list[list[Path]]) -> list[dict]:
+    """Per seed and cell: accuracy, degenerate answers (counted again from the answers, with each
+    seed's closed vocabulary), judge chance, skyline, baseline latent knowledge."""
     rows = []
-    for seed, run in enumerate(runs):
+    for seed, (run, vocabulary) in enumerate(zip(runs, vocabularies, strict=True)):
+        vocab = ctl.closed_vocabulary(vocabulary)
         for r in read_parquet(run / "results.parquet").to_pylist():
             controls = read_json(run / r["cell_dir"] / "controls.json")
+            degenerate = ctl.degenerate_control(run / r["cell_dir"] / "generate" / "generations.jsonl", vocab)
             rows.append({"run": seed, **{k: r[k] for k in ("selection", "size", "ablation", "n", "accuracy",
-                                                           "acc_ci_low", "acc_ci_high", "degenerate_pct",
-                                                           "chance_accuracy", "chance_weakly_unknown",
-                                                           "weakly_unknown")},
+                                                           "acc_ci_low", "acc_ci_high", "chance_accuracy",
+                                                           "chance_weakly_unknown", "weakly_unknown")},
+                         "degenerate_pct": degenerate["percent"], "invented_names_pct": degenerate["invented_names_percent"],
                          "skyline": controls.get("skyline"), "latent": controls.get("latent")})
     return rows
 
@@ -124,14 +128,16 @@ def render_markdown(cfg: StudyConfig, tables: list[dict], controls: list[dict], 
                   f"{_f(t['mcnemar_p'], 3)} |" for t in rows]
         lines.append("")
     lines += ["## Every cell and its controls", "",
-              "Accuracy with its exact 95% interval; degenerate answers (goal <= 2%); the same answers judged "
+              "Accuracy with its exact 95% interval; degenerate answers (goal <= 2%) and answers naming a landmark "
+              "or place that does not exist (invented names: fluent, rated by the judge); the same answers judged "
               "against a shuffled truth (judge chance: accuracy and Weakly Unknown); Weakly Unknown of the cell.", "",
-              "| seed | cell | n | accuracy % [95%] | degenerate % | WU % | chance acc % | chance WU % |",
-              "|---|---|---|---|---|---|---|---|"]
+              "| seed | cell | n | accuracy % [95%] | degenerate % | invented names % | WU % | chance acc % | chance WU % |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for c in controls:
         lines.append(f"| {cfg.seeds[c['run']]} | {c['selection']}-{c['size']}-{c['ablation']} | {c['n']} | "
                      f"{_f(c['accuracy'])} [{_f(c['acc_ci_low'])}, {_f(c['acc_ci_high'])}] | {_f(c['degenerate_pct'])} | "
-                     f"{_f(c['weakly_unknown'])} | {_f(c['chance_accuracy'])} | {_f(c['chance_weakly_unknown'])} |")
+                     f"{_f(c['invented_names_pct'])} | {_f(c['weakly_unknown'])} | {_f(c['chance_accuracy'])} | "
+                     f"{_f(c['chance_weakly_unknown'])} |")
     lines += ["", "## Skyline and latent knowledge", ""]
     for c in controls:
         seed, cell = cfg.seeds[c["run"]], f"{c['selection']}-{c['size']}-{c['ablation']}"
@@ -159,7 +165,7 @@ def study_command(config: Path, overrides: list[str] = ()) -> int:
 
     cfg = load_config(StudyConfig, config, list(overrides))
     t0 = time.perf_counter()
-    runs = []
+    runs, vocabularies = [], []
     for seed in cfg.seeds:
         times: dict[str, float] = {}
         folder = Path(cfg.out) / f"seed-{seed}"
@@ -169,15 +175,17 @@ def study_command(config: Path, overrides: list[str] = ()) -> int:
         ecfg = experiment_config(tb, Path(cfg.configs), Path(cfg.grid), folder / "experiment")
         run_experiment(dataclasses.replace(ecfg, seed=seed))
         runs.append(folder / "experiment")
-        write_study(cfg, runs, time.perf_counter() - t0, config, overrides)  # pooled over the seeds so far
+        vocabularies.append(ecfg.controls.vocabulary)
+        write_study(cfg, runs, vocabularies, time.perf_counter() - t0, config, overrides)  # the seeds so far
     print(f"study: {len(runs)} seeds -> {Path(cfg.out) / 'study.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
 
-def write_study(cfg: StudyConfig, runs: list[Path], wall: float, config: Path, overrides) -> None:
+def write_study(cfg: StudyConfig, runs: list[Path], vocabularies: list[list[Path]], wall: float, config: Path,
+                overrides) -> None:
     """study.json and study.md over the finished seeds' runs."""
     tables = pooled_tables(runs, cfg.bootstrap_samples)
-    controls = cell_controls(runs)
+    controls = cell_controls(runs, vocabularies)
     done = dataclasses.replace(cfg, seeds=cfg.seeds[:len(runs)])
     write_json(Path(cfg.out) / "study.json", {"seeds": done.seeds, "tables": tables, "cells": controls, "wall_s": wall})
     command = f"eeca study {config}" + (f" --overrides {' '.join(overrides)}" if overrides else "")
