@@ -303,3 +303,20 @@ def test_report_renders_in_headless_chromium(full_report, tmp_path):
                            "--png", str(tmp_path / "shot.png")], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (tmp_path / "shot.png").stat().st_size > 10_000
+
+
+def test_controls_table_shows_each_cells_controls_and_older_runs_say_not_run(tmp_path, run_eeca):
+    run = write_run(tmp_path / "run", analysis=False)
+    run_eeca("report", run)
+    assert "controls" not in parse(run / "report" / "report.html").tables  # an older run: no control columns
+    rows = pq.read_table(run / "results.parquet").to_pylist()
+    for i, r in enumerate(rows):
+        r.update(degenerate_pct=0.5 * i, chance_accuracy=1.0, chance_weakly_unknown=2.0,
+                 skyline_clip_seen_accuracy=40.0 if r["selection"] == "BRS" and r["ablation"] == "data" else None,
+                 skyline_clip_seen_clip_top1=70.0 if r["selection"] == "BRS" and r["ablation"] == "data" else None)
+    pq.write_table(pa.Table.from_pylist(rows), run / "results.parquet")
+    run_eeca("report", run)
+    table = parse(run / "report" / "report.html").tables["controls"]
+    assert table[0][:3] == ["Cell", "Accuracy %", "Degenerate answers %"] and len(table) == len(rows) + 1
+    brs = [t for t in table[1:] if t[0].startswith("BRS-") and t[6]]
+    assert brs and all(t[6] == "40.00 / 70.00" and t[3] == "1.00" and t[4] == "2.00" for t in brs)

@@ -41,6 +41,9 @@ RESULT_COLUMNS = {
     **{f"count_{level}": _INT for level in LEVELS},
     "cell_dir": _STR,
 }
+# the controls of each cell (eeca.experiments.controls): absent from older runs, empty where not run
+CONTROL_COLUMNS = ("degenerate_pct", "chance_accuracy", "chance_weakly_unknown", "skyline_clip_seen_accuracy",
+                   "skyline_clip_seen_clip_top1", "skyline_clip_unseen_accuracy", "skyline_clip_unseen_clip_top1")
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,7 @@ class Cell:
     count_weakly_unknown: int
     count_unknown: int
     cell_dir: str
+    controls: dict = field(default_factory=dict)  # CONTROL_COLUMNS present in the run, None where not run
 
     def pct(self, level: str) -> float:
         return getattr(self, level)
@@ -114,6 +118,7 @@ def load_results(path: Path) -> list[Cell]:
             raise ValueError(f"{path}: column {name!r} has type {typ}, expected {kind}")
     cells: list[Cell] = []
     seen = set()
+    controls = {k: table.column(k).to_pylist() for k in CONTROL_COLUMNS if k in table.column_names}
     for i, row in enumerate(table.select(list(RESULT_COLUMNS)).to_pylist(), 1):
         where = f"{path}: row {i} (cell_id {row['cell_id']!r})"
         for name, value in row.items():
@@ -129,7 +134,8 @@ def load_results(path: Path) -> list[Cell]:
         if key in seen:
             raise ValueError(f"{where}: a second row for cell {row['cell_id']!r} and judge {row['judge']!r}")
         seen.add(key)
-        cells.append(Cell(**{k: float(v) if RESULT_COLUMNS[k] == _FLOAT else v for k, v in row.items()}))
+        cells.append(Cell(**{k: float(v) if RESULT_COLUMNS[k] == _FLOAT else v for k, v in row.items()},
+                          controls={k: controls[k][i - 1] for k in controls}))
     return sorted(cells, key=cell_order)
 
 

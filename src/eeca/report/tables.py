@@ -281,10 +281,31 @@ def all_cells(cells: list[Cell]) -> Table:
     return Table("cells", "Every cell: levels, accuracy with exact 95% interval (Clopper-Pearson), counts", columns, rows)
 
 
+def controls_table(cells: list[Cell]) -> list[Table]:
+    """Every cell's controls (docs/synth.md): degenerate answers, judge chance, skyline beside the CLIP
+    (none for a run made before grids carried controls)."""
+    if not any(c.controls for c in cells):
+        return []
+
+    def pct(c: Cell, key: str) -> str:
+        value = c.controls.get(key)
+        return "" if value is None else num(value)
+
+    rows = [[c.label, num(c.accuracy), pct(c, "degenerate_pct"), pct(c, "chance_accuracy"),
+             pct(c, "chance_weakly_unknown"), num(c.weakly_unknown),
+             " / ".join(pct(c, f"skyline_clip_{k}") for k in ("seen_accuracy", "seen_clip_top1")).strip(" /"),
+             " / ".join(pct(c, f"skyline_clip_{k}") for k in ("unseen_accuracy", "unseen_clip_top1")).strip(" /")]
+            for c in sorted(cells, key=cell_order)]
+    columns = ["Cell", "Accuracy %", "Degenerate answers %", "Chance: accuracy %", "Chance: Weakly Unknown %",
+               "Weakly Unknown %", "Skyline CLIP-seen: cell / CLIP top-1 %", "Skyline CLIP-unseen: cell / CLIP top-1 %"]
+    return [Table("controls", "Controls per cell: degenerate answers (goal <= 2%), the same answers judged against "
+                  "a shuffled truth (chance), and the skyline (held-out views of the cell's own landmarks)", columns, rows)]
+
+
 def paper_tables(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
     """Tables 1-4 in the paper's order (Table 1 may come as two: accuracy and gain over baseline)."""
     return [*table1(cells, paper), table2(cells, paper), table3(cells, paper), table4(cells, paper)]
 
 
 def count_tables(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
-    return [table6(cells, paper), table7(cells, paper), all_cells(cells)]
+    return [table6(cells, paper), table7(cells, paper), all_cells(cells), *controls_table(cells)]
