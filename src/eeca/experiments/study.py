@@ -112,7 +112,7 @@ def _f(value, digits: int = 1) -> str:
 
 def render_markdown(cfg: StudyConfig, tables: list[dict], controls: list[dict], wall_s: float, command: str) -> str:
     lines = [f"# Synthetic study: Tables 1-3 over {len(cfg.seeds)} seeds", "",
-             f"Made by `{command}` ({wall_s / 60:.0f} min on this machine). World of {cfg.landmarks} landmarks "
+             f"Made by `{command}` ({wall_s / 60:.0f} min on 2 CPU cores, summed over the seeds). World of {cfg.landmarks} landmarks "
              f"per seed, {cfg.test_fraction:.0%} of MGLD's samples in the test split; seeds {cfg.seeds} "
              "(world, selection and training). Rule judge (v2). Differences are b - a in percentage points, "
              "paired over the same test questions and pooled over seeds; 95% interval of a paired bootstrap "
@@ -165,10 +165,11 @@ def study_command(config: Path, overrides: list[str] = ()) -> int:
 
     cfg = load_config(StudyConfig, config, list(overrides))
     t0 = time.perf_counter()
-    runs, vocabularies = [], []
+    runs, vocabularies, wall = [], [], 0.0
     for seed in cfg.seeds:
         times: dict[str, float] = {}
         folder = Path(cfg.out) / f"seed-{seed}"
+        t_seed = time.perf_counter()
         tb = build_testbed(folder, Path(cfg.configs), seed, cfg.landmarks, times,
                            [f"split.test_fraction={cfg.test_fraction}", f"split.seed={seed}", f"seed={seed}"],
                            [f"seed={seed}", *cfg.synth_overrides])
@@ -176,9 +177,19 @@ def study_command(config: Path, overrides: list[str] = ()) -> int:
         run_experiment(dataclasses.replace(ecfg, seed=seed))
         runs.append(folder / "experiment")
         vocabularies.append(ecfg.controls.vocabulary)
-        write_study(cfg, runs, vocabularies, time.perf_counter() - t0, config, overrides)  # the seeds so far
+        wall += seed_wall(folder, time.perf_counter() - t_seed)
+        write_study(cfg, runs, vocabularies, wall, config, overrides)  # the seeds so far
     print(f"study: {len(runs)} seeds -> {Path(cfg.out) / 'study.md'} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
+
+
+def seed_wall(folder: Path, seconds: float) -> float:
+    """The seconds spent on a seed's testbed and grid, summed over the invocations that worked on it
+    (a rerun that finds everything done adds its checks only); kept in ``wall_s.json``."""
+    path = folder / "wall_s.json"
+    total = (read_json(path)["wall_s"] if path.exists() else 0.0) + seconds
+    write_json(path, {"wall_s": total})
+    return total
 
 
 def write_study(cfg: StudyConfig, runs: list[Path], vocabularies: list[list[Path]], wall: float, config: Path,
