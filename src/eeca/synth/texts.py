@@ -5,7 +5,9 @@ will read and write. A real LLM's tokenizer covers English; a BPE trained only o
 descriptions split "This" into ``T hi s`` and "recognisable" into nine single letters, and a tiny
 LLM asked to spell answers out of letters loops on the fragments ("ThihisshisThihisss"). So
 :func:`every_text` holds the world's texts, the generic stage-1/2 phrasings
-(:mod:`eeca.synth.pretrain`), MGLD's question set and the template annotator's answers.
+(:mod:`eeca.synth.pretrain`), MGLD's question set and the template annotator's answers. And as a
+real LLM knows English, the stand-in LLM learns that wording too (:func:`training_conversations`):
+tokens it never saw would keep random embeddings and surface as fragments once stage 3 moves it.
 """
 
 from __future__ import annotations
