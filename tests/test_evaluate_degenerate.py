@@ -2,7 +2,7 @@
 
 import pytest
 
-from eeca.evaluate.degenerate import degenerate_reason, degenerate_summary, unknown_words, word_vocabulary
+from eeca.evaluate.degenerate import degenerate_reason, degenerate_summary, word_vocabulary
 
 GARBLED = [
     "ThihisshisThihissshissssssshihishiThihiss is known for its black marble facade",
@@ -79,21 +79,6 @@ def test_summary_counts_percent_and_examples():
     open_world = degenerate_summary(rows)
     assert (open_world["degenerate"], open_world["by_reason"]["unknown_word"]) == (3, 0)
     assert degenerate_summary([]) == {"answers": 0, "degenerate": 0, "percent": 0.0,
-                                      "by_reason": {"empty": 0, "repetition": 0, "unknown_word": 0}, "examples": [],
-                                      "invented_names": 0, "invented_names_percent": 0.0}
+                                      "by_reason": {"empty": 0, "repetition": 0, "unknown_word": 0}, "examples": []}
     with pytest.raises(ValueError, match="generation 1 \\(id 'x'\\)"):
         degenerate_summary([{"id": "x", "responses": "not a list"}])
-
-
-def test_invented_names_are_counted_apart_and_lower_case_fragments_are_degenerate():
-    vocab = word_vocabulary(["This is Punodek Peak, a mountain in Breistaen, Taloria. It is recognisable by its slopes."])
-    invented = "This is Leiv Peak, a mountain in Bomev, Taloria."
-    fragment = "This is Punodek Peak. It isone recognisable by its slopes."
-    assert degenerate_reason(invented, vocab) is None
-    assert unknown_words(invented, vocab) == ([], ["leiv", "bomev"])
-    assert degenerate_reason(fragment, vocab) == "unknown_word: 'isone'"
-    assert degenerate_reason("Thihis is Punodek Peak. Bomev is in Taloria.", vocab) == "unknown_word: 'thihis'"
-    assert unknown_words("Thihis is Punodek Peak. Bomev is in Taloria.", vocab) == (["thihis", "bomev"], [])
-    s = degenerate_summary([{"id": "a", "responses": [invented, fragment, "This is Punodek Peak."]}], vocab)
-    assert (s["degenerate"], s["invented_names"]) == (1, 1)
-    assert s["invented_names_percent"] == pytest.approx(100 / 3)

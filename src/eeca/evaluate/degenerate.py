@@ -18,9 +18,7 @@ An answer is degenerate when
   is allowed. English and place names pass: "Mississippi" repeats "ss" twice, never three times.
   (Known false positives: German compounds with a tripled letter, "Schifffahrt"; rare enough in
   answers about landmarks to be read in the examples, not special-cased);
-* ``unknown_word``: a vocabulary is given and the answer holds a lower-case word outside it (a
-  capitalised one is an invented name, fluent text that the judge rates: counted apart as
-  ``invented_names``, never degenerate; :func:`unknown_words`). Words are
+* ``unknown_word``: a vocabulary is given and the answer holds a word outside it. Words are
   normalised as the rule judge does (:func:`eeca.evaluate.judge.normalise`: NFKD, accents dropped,
   lower case, split on anything but a-z and 0-9); words made only of digits are not checked. Use a
   vocabulary only for a closed world, such as the synthetic world, where every text the models ever
@@ -31,7 +29,6 @@ An answer is degenerate when
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
@@ -88,31 +85,10 @@ def degenerate_reason(answer: str, vocabulary: frozenset[str] | None = None) -> 
             shown = run if len(run) <= 40 else run[:37] + "..."
             return f"repetition: {unit!r} x{len(rep.group()) // len(unit)} in {shown!r}"
     if vocabulary is not None:
-        lower, _ = unknown_words(answer, vocabulary)
-        if lower:
-            return f"unknown_word: {lower[0]!r}"
+        for w in _words(answer):
+            if w not in vocabulary and not w.isdigit():
+                return f"unknown_word: {w!r}"
     return None
-
-
-def unknown_words(answer: str, vocabulary: frozenset[str]) -> tuple[list[str], list[str]]:
-    """(lower-case words outside ``vocabulary``, capitalised ones), normalised; digits never count.
-
-    In a closed world every proper noun is capitalised, so a capitalised unknown word inside a
-    sentence is an invented name ("This is Leiv Peak", a landmark that does not exist): fluent text
-    the judge rates, not babble. Any other unknown word -- lower case ("isone", "takenounoumol"), or
-    capitalised only because it opens a sentence ("Thihis is ...") -- is a fragment: the first list.
-    """
-    text = unicodedata.normalize("NFKD", answer).encode("ascii", "ignore").decode()
-    lower: list[str] = []
-    names: list[str] = []
-    for m in re.finditer(r"[A-Za-z0-9]+", text):
-        word = m.group().lower()
-        if word in vocabulary or word.isdigit():
-            continue
-        before = text[:m.start()].rstrip()
-        opens_sentence = not before or before[-1] in ".!?:"
-        (names if m.group()[0].isupper() and not opens_sentence else lower).append(word)
-    return lower, names
 
 
 def degenerate_summary(rows: Iterable[dict], vocabulary: frozenset[str] | None = None, examples: int = 5) -> dict:
@@ -123,7 +99,7 @@ def degenerate_summary(rows: Iterable[dict], vocabulary: frozenset[str] | None =
     every kind (zero counts included), ``examples`` the first ``examples`` degenerate answers in row
     order. A row without a list of string responses is a ValueError naming the row.
     """
-    n = d = invented = 0
+    n = d = 0
     by_reason: Counter[str] = Counter({k: 0 for k in REASON_KINDS})
     shown: list[dict] = []
     for i, row in enumerate(rows, 1):
@@ -135,12 +111,10 @@ def degenerate_summary(rows: Iterable[dict], vocabulary: frozenset[str] | None =
             n += 1
             reason = degenerate_reason(answer, vocabulary)
             if reason is None:
-                invented += vocabulary is not None and bool(unknown_words(answer, vocabulary)[1])
                 continue
             d += 1
             by_reason[reason.split(":", 1)[0]] += 1
             if len(shown) < examples:
                 shown.append({"id": row.get("id"), "answer": answer, "reason": reason})
     return {"answers": n, "degenerate": d, "percent": 100.0 * d / n if n else 0.0,
-            "by_reason": dict(by_reason), "examples": shown,
-            "invented_names": invented, "invented_names_percent": 100.0 * invented / n if n else 0.0}
+            "by_reason": dict(by_reason), "examples": shown}
