@@ -35,11 +35,29 @@ def chromium(binary: str, *args: str) -> subprocess.CompletedProcess:
                               text=True, timeout=180)
 
 
+def find_chromium() -> str | None:
+    """Debian's ``chromium`` (or ``chromium-browser``) on PATH, else None."""
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def open_page(binary: str, html: Path, probe: str, virtual_time: bool = True) -> str:
+    """The DOM of ``html`` after loading, with ``probe`` (an inline script) added before ``</body>``
+    of a temporary copy beside the original (so relative links resolve the same). ``virtual_time``
+    lets timers run ahead (10 s budget); off for timing the page."""
+    text = html.read_text(encoding="utf-8")
+    with tempfile.NamedTemporaryFile("w", suffix=".html", dir=html.parent, encoding="utf-8") as f:
+        f.write(text.replace("</body>", probe + "</body>"))
+        f.flush()
+        budget = ["--virtual-time-budget=10000"] if virtual_time else []
+        dom = chromium(binary, *budget, "--dump-dom", Path(f.name).as_uri())
+    return dom.stdout
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("html", nargs="?", default="runs/demo/report/report.html")
     ap.add_argument("--png", help="screenshot path (default: report.screenshot.png beside the HTML)")
-    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--chromium", default=find_chromium() or "/usr/bin/chromium")
     args = ap.parse_args(argv)
     html = Path(args.html).resolve()
     if not html.is_file():
@@ -50,16 +68,12 @@ def main(argv: list[str] | None = None) -> int:
               "(apt-get install -y chromium)", file=sys.stderr)
         return 1
     png = Path(args.png).resolve() if args.png else html.with_name(f"{html.stem}.screenshot.png")
-    text = html.read_text(encoding="utf-8")
-    tags = len(re.findall(r"<img\b", text))
-    with tempfile.TemporaryDirectory() as tmp:
-        probed = Path(tmp, html.name)
-        probed.write_text(text.replace("</body>", PROBE + "</body>"), encoding="utf-8")
-        dom = chromium(args.chromium, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri())
-    found = re.search(r'id="eeca-img-check">(\d+)/(\d+)<', dom.stdout)
+    tags = len(re.findall(r"<img\b", html.read_text(encoding="utf-8")))
+    dom = open_page(args.chromium, html, PROBE)
+    found = re.search(r'id="eeca-img-check">(\d+)/(\d+)<', dom)
     shot = chromium(args.chromium, f"--screenshot={png}", "--window-size=1400,4000", html.as_uri())
     if found is None:
-        print(f"report_screenshot: the page did not finish loading in Chromium:\n{dom.stderr[-2000:]}",
+        print("report_screenshot: the page did not finish loading in Chromium",
               file=sys.stderr)
         return 1
     loaded, total = map(int, found.groups())

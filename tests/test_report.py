@@ -320,3 +320,64 @@ def test_controls_table_shows_each_cells_controls_and_older_runs_say_not_run(tmp
     assert table[0][:3] == ["Cell", "Accuracy %", "Degenerate answers %"] and len(table) == len(rows) + 1
     brs = [t for t in table[1:] if t[0].startswith("BRS-") and t[6]]
     assert brs and all(t[6] == "40.00 / 70.00" and t[3] == "1.00" and t[4] == "2.00" for t in brs)
+
+
+def _bench(name: str):
+    """A module of benchmarks/ (the generated run and the Chromium helpers are shared with the tests)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.path.insert(0, str(path.parent))
+    spec.loader.exec_module(module)
+    return module
+
+
+def browser_json(path: Path) -> dict:
+    text = path.read_text(encoding="utf-8")
+    return json.loads(re.search(r'<script type="application/json" id="data">(.*?)</script>', text, re.S)
+                      .group(1).replace("<\\/", "</"))
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    run = _bench("report_browser").make_run(tmp_path_factory.mktemp("small") / "run", questions=6, cells=3)
+    shuffled = run / "cells" / "none-0-baseline" / "judge-shuffled"  # the judge-chance control: not a judge
+    shuffled.mkdir()
+    (shuffled / "judgments.jsonl").write_text(json.dumps({"id": "q00000", "judge": "rule:v2", "status": "ok",
+                                                          "level": "known", "explanation": "SHUFFLED"}) + "\n")
+    (shuffled / "judge_summary.json").write_text(json.dumps({"shuffle_truth": True}))
+    proc = subprocess.run([sys.executable, "-m", "eeca", "report", str(run)], capture_output=True, text=True,
+                          env=eeca_env(), timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    return run
+
+
+def test_browser_holds_every_answer_verdict_truth_and_image(small_run):
+    data = browser_json(small_run / "report" / "browser.html")
+    S = data["strings"]
+    assert data["cells"] == ["baseline", "LCS-40", "BRS-40"]  # cell order: selections as in the paper
+    assert data["judges"] == ["llm:stand-in", "rule:v2"]
+    assert len(data["questions"]) == 6
+    truth = {r["id"]: r for r in json.loads((small_run / "test.json").read_text())}
+    gens = [json.loads(x) for x in (small_run / "cells" / "LCS-40-data" / "generate" / "generations.jsonl")
+            .read_text().splitlines()]
+    rule = {j["id"]: j for j in map(json.loads, (small_run / "cells" / "LCS-40-data" / "judge" / "judgments.jsonl")
+                                    .read_text().splitlines())}
+    for q, g in zip(data["questions"], gens, strict=True):
+        qid, img, name, reference, entities, label, question, cells = q
+        assert qid == g["id"] and S[name] == truth[qid]["landmark_name"]
+        assert [S[e] for e in entities] == truth[qid]["entities"] and S[label] == truth[qid]["hierarchical_label"]
+        assert S[reference] == truth[qid]["conversations"][1]["value"] and S[question] == "What is this place?"
+        assert S[img].startswith("data:image/jpeg;base64,")
+        assert base64.b64decode(S[img].split(",", 1)[1])[:2] == b"\xff\xd8"
+        answers, verdicts = cells[1]
+        assert [S[a] for a in answers] == g["responses"]
+        level, explanation = verdicts[data["judges"].index("rule:v2")]
+        assert LEVELS[level] == rule[qid]["level"] and S[explanation] == rule[qid]["explanation"]
+    assert "SHUFFLED" not in S
+    text = (small_run / "report" / "browser.html").read_text()
+    assert not re.search(r"(src|href)=\"?(https?:)?//", text) and "default-src 'none'" in text
+    assert "Per-question browser: browser.html beside this page (6 questions x 3 cells" in (
+        small_run / "report" / "report.md").read_text()

@@ -17,7 +17,9 @@ from pathlib import Path
 
 from eeca.io import atomic_write
 from eeca.report import figures as F
+from eeca.report.browser import BrowserCell, browser_data, to_browser_html
 from eeca.report.data import Cell, check_cells, load_analysis, load_results, paper_numbers
+from eeca.report.questions import load_cell, load_truth, thumbnail
 from eeca.report.render import Block, Bullets, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
 from eeca.report.tables import NotRun, Table, count_tables, paper_tables
 
@@ -49,6 +51,7 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
     paper_sizes = {int(n) for n in numbers["table1"]["values"]["BRS"]}
     show_paper = paper or any(c.size in paper_sizes for c in cells)
 
+    title = f"eeca report: {run.resolve().name}"
     missing = [] if cells else [f"{no_results}: no result tables or result figures"]
     blocks: list[Block] = [Paragraph(f"Run directory: {run}. " + (
         f"{len(cells)} cell result(s), judge(s): {', '.join(sorted({c.judge for c in cells}))}. "
@@ -61,6 +64,12 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
                                  suffix, "-" + re.sub(r"[^\w.-]+", "_", judge) if len(judges) > 1 else "")
     blocks += _analysis_blocks(found)
     missing += found.missing
+    if cells:
+        browsed, browser_missing = write_browser([(run, cells)], out_dir / "browser.html", title)
+        missing += browser_missing
+        if browsed:
+            blocks.insert(1, Paragraph(f"Per-question browser: browser.html beside this page ({browsed}; "
+                                       "image, truth, every cell's answers and every judge's verdict, filterable)."))
     problems = check_cells(run, cells)
     not_run = [b for b in blocks if isinstance(b, NotRun)]
     blocks.append(Heading("Not run, missing inputs and checks"))
@@ -71,7 +80,6 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
     if show_paper:
         blocks += [Heading("Notes on the paper's numbers", 3), Bullets(numbers["notes"])]
 
-    title = f"eeca report: {run.resolve().name}"
     figs = [b for b in blocks if isinstance(b, Figure)]
     for fig in figs:
         atomic_write(out_dir / f"{fig.name}.png", fig.png)
@@ -137,3 +145,36 @@ def _probe_blocks(probe: object) -> list[Block]:
         rows = [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in flat.items()]
         return [Table("probe", "knowledge.json", ["Quantity", "Value"], rows)]
     return [Preformatted(json.dumps(probe, indent=2, sort_keys=True))]
+
+
+def write_browser(runs: list[tuple[Path, list[Cell]]], path: Path, title: str) -> tuple[str, list[str]]:
+    """Write the per-question browser of the runs' cells (:mod:`eeca.report.browser`); returns what it holds
+    (empty when no cell has answers) and what was missing."""
+    shown, missing, seen = [], [], set()
+    tests: dict[Path, Path | None] = {}  # test records -> image root
+    for run, cells in runs:
+        for c in cells:
+            if (run, c.cell_dir) in seen:
+                continue  # one cell, several judges: its folder holds every judge's verdicts
+            seen.add((run, c.cell_dir))
+            answers = load_cell(run, c.cell_dir)
+            missing += answers.missing
+            if not answers.answers:
+                continue
+            shown.append(BrowserCell(c.label + (f" [{run.name}]" if len(runs) > 1 else ""), answers))
+            if answers.test_json is not None:
+                tests.setdefault(answers.test_json, answers.image_root)
+    if not shown:
+        return "", missing
+    truth, thumbs = {}, {}
+    for test_json, root in tests.items():
+        for qid, t in load_truth(test_json).items():
+            truth.setdefault(qid, t)
+            if qid not in thumbs and root is not None and t.image:
+                thumbs[qid] = thumbnail(root / t.image)
+    absent = sum(1 for q in truth if not thumbs.get(q))
+    if absent:
+        missing.append(f"{absent} of {len(truth)} test images not found (shown without image)")
+    text = to_browser_html(title + ": questions", browser_data(shown, truth, thumbs))
+    atomic_write(path, text)
+    return f"{len(truth)} questions x {len(shown)} cells, {len(text.encode()) / 1e6:.1f} MB", missing
