@@ -381,3 +381,25 @@ def test_browser_holds_every_answer_verdict_truth_and_image(small_run):
     assert not re.search(r"(src|href)=\"?(https?:)?//", text) and "default-src 'none'" in text
     assert "Per-question browser: browser.html beside this page (6 questions x 3 cells" in (
         small_run / "report" / "report.md").read_text()
+
+
+def test_loss_curves_read_from_trainer_state(tmp_path, run_eeca):
+    from eeca.report.data import load_train_log
+
+    run = write_run(tmp_path / "run", analysis=False)
+    history = [{"step": 5, "loss": 4.2, "loss_lm": 0.6, "loss_hc": 2.5, "loss_eac": 1.1, "learning_rate": 1e-4},
+               {"step": 10, "loss": 3.9, "loss_lm": 0.4, "loss_hc": 2.4, "loss_eac": 1.1, "learning_rate": 5e-5},
+               {"step": 10, "train_loss": 4.0, "train_runtime": 7.0}]  # the Trainer's closing entry: no series
+    train = run / "cells" / "HSS-40-eac" / "train"
+    train.mkdir(parents=True)
+    (train / "trainer_state.json").write_text(json.dumps({"log_history": history}))
+    killed = run / "cells" / "HSS-40-hc" / "train" / "checkpoint-10"  # a killed run: its latest checkpoint
+    killed.mkdir(parents=True)
+    (killed / "trainer_state.json").write_text(json.dumps({"log_history": history[:1]}))
+    log = load_train_log(run, "cells/HSS-40-eac")
+    assert log["loss_hc"] == [(5, 2.5), (10, 2.4)] and log["learning_rate"] == [(5, 1e-4), (10, 5e-5)]
+    assert load_train_log(run, "cells/HSS-40-hc")["loss"] == [(5, 4.2)]
+    assert load_train_log(run, "cells/none-0-baseline") is None
+    run_eeca("report", run)
+    assert "![Training losses and learning rate per cell.](training_loss.png)" in (run / "report" / "report.md").read_text()
+    assert (run / "report" / "training_loss.png").read_bytes()[:4] == b"\x89PNG"

@@ -18,7 +18,7 @@ from pathlib import Path
 from eeca.io import atomic_write
 from eeca.report import figures as F
 from eeca.report.browser import BrowserCell, browser_data, to_browser_html
-from eeca.report.data import Cell, check_cells, load_analysis, load_results, paper_numbers
+from eeca.report.data import Cell, check_cells, load_analysis, load_results, load_train_log, paper_numbers
 from eeca.report.questions import load_cell, load_truth, thumbnail
 from eeca.report.render import Block, Bullets, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
 from eeca.report.tables import NotRun, Table, count_tables, paper_tables
@@ -62,6 +62,7 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
         suffix = f" (judge: {judge})" if len(judges) > 1 else ""
         blocks += _result_blocks([c for c in cells if c.judge == judge], numbers if show_paper else None,
                                  suffix, "-" + re.sub(r"[^\w.-]+", "_", judge) if len(judges) > 1 else "")
+    blocks += _training_blocks(run, cells)
     blocks += _analysis_blocks(found)
     missing += found.missing
     if cells:
@@ -109,6 +110,24 @@ def _result_blocks(cells: list[Cell], paper: dict | None, suffix: str, tag: str)
                       F.accuracy_figure(cells)),
                Heading("App. D: absolute counts" + suffix), *count_tables(cells, paper)]
     return blocks
+
+
+def _training_blocks(run: Path, cells: list[Cell]) -> list[Block]:
+    """Loss curves of every trained cell (paper 4.3) from its trainer_state.json."""
+    logs, seen = [], set()
+    for c in cells:
+        if c.cell_dir in seen:
+            continue
+        seen.add(c.cell_dir)
+        log = load_train_log(run, c.cell_dir)
+        if log:
+            logs.append((c.label, log))
+    if not logs:
+        return []
+    return [Heading("Training"), Figure("training_loss", "Training losses and learning rate per cell.",
+                                        F.loss_figure(logs), "From each cell's train/trainer_state.json "
+                                        "(the Trainer's log every logging_steps); total = L_LM + l2 L_HC + l3 L_EAC "
+                                        "(paper 4.3). Live curves: optim.report_to=tensorboard (docs/train.md).")]
 
 
 def _analysis_blocks(found) -> list[Block]:

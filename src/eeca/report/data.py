@@ -215,6 +215,29 @@ def load_analysis(directory: Path) -> Analysis:
     return out
 
 
+# the per-step series of a training log (paper 4.3: L = L_LM + l2 L_HC + l3 L_EAC) and the learning rate
+LOSS_KEYS = {"loss_lm": "L_LM", "loss_hc": "L_HC", "loss_eac": "L_EAC", "loss": "total", "learning_rate": "learning rate"}
+
+
+def load_train_log(run_dir: Path, cell_dir: str) -> dict[str, list[tuple[int, float]]] | None:
+    """``key -> [(step, value)]`` for :data:`LOSS_KEYS` from the cell's ``train/trainer_state.json``
+    (the Trainer's ``log_history``; a killed run's latest ``checkpoint-*``); None for an untrained cell."""
+    train = Path(run_dir, cell_dir, "train")
+    state = train / "trainer_state.json"
+    if not state.is_file():
+        checkpoints = sorted((int(p.parent.name[len("checkpoint-"):]), p) for p in train.glob("checkpoint-*/trainer_state.json")
+                             if p.parent.name[len("checkpoint-"):].isdigit())
+        if not checkpoints:
+            return None
+        state = checkpoints[-1][1]
+    series: dict[str, list[tuple[int, float]]] = {}
+    for entry in read_json(state).get("log_history", []):
+        for key in LOSS_KEYS:
+            if isinstance(entry.get(key), (int, float)) and "step" in entry:
+                series.setdefault(key, []).append((int(entry["step"]), float(entry[key])))
+    return series or None
+
+
 def paper_numbers() -> dict:
     """The paper's published numbers (package data ``paper_numbers.json``)."""
     return json.loads(resources.files("eeca.report").joinpath("paper_numbers.json").read_text("utf-8"))

@@ -20,7 +20,7 @@ from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from eeca.report.data import LEVEL_NAMES, LEVELS, SELECTIONS, Cell, fmt_size
+from eeca.report.data import LEVEL_NAMES, LEVELS, LOSS_KEYS, SELECTIONS, Cell, fmt_size
 
 LEVEL_COLOURS = {"strongly_known": "#1b7837", "known": "#7fbf7b",
                  "weakly_unknown": "#f1a340", "unknown": "#bdbdbd"}
@@ -70,6 +70,31 @@ def accuracy_figure(cells: list[Cell]) -> bytes:
     ax.set_xlabel("accuracy, % (exact 95% interval (Clopper-Pearson))")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
+    return png(fig)
+
+
+def loss_figure(logs: list[tuple[str, dict[str, list[tuple[int, float]]]]]) -> bytes:
+    """Training curves per cell: one panel per series of :data:`LOSS_KEYS` (L_LM, L_HC, L_EAC, total,
+    learning rate) against the optimiser step, one line per cell in the same colour in every panel."""
+    keys = [k for k in LOSS_KEYS if any(k in log for _, log in logs)]
+    cols = min(3, len(keys))
+    rows = -(-len(keys) // cols)
+    fig = Figure(figsize=(4.2 * cols, 3.2 * rows + 0.4 + 0.25 * ((len(logs) - 1) // 4)))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    colours = [colormaps["tab10"](i % 10) for i in range(len(logs))]
+    for ax, key in zip(axes, keys, strict=False):
+        for colour, (_, log) in zip(colours, logs, strict=True):
+            if key in log:
+                ax.plot(*zip(*log[key], strict=True), color=colour, linewidth=1.2)
+        ax.set_title(LOSS_KEYS[key])
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    for ax in axes[len(keys):]:
+        ax.set_visible(False)
+    handles = [axes[0].plot([], [], color=colour)[0] for colour in colours]
+    fig.legend(handles, [label for label, _ in logs], loc="lower center", ncols=min(len(logs), 4), frameon=False,
+               fontsize=8)
+    fig.tight_layout(rect=(0, 0.05 + 0.04 * ((len(logs) - 1) // 4), 1, 1))
     return png(fig)
 
 
