@@ -59,3 +59,8 @@ def test_analyze_writes_subset_files_and_auroc(tmp_path):
     hds = pq.read_table(manifests[0]).column("rsr").to_numpy()
     assert abs(report["subsets"]["HDS"]["rsr"]["mean"] - hds.mean()) < 1e-12
     assert report["all"]["s"]["n"] == 36
+    probe = pq.read_table(out / "probe.parquet").to_pylist()  # the per-image values behind the summaries
+    everything = [p for p in probe if p["subset"] == "all"]
+    assert [(p["id"], p["rsr"], p["clip_seen"]) for p in everything] == [
+        (r["id"], r["rsr"], (r["landmark_id"] - 100) % 2 == 0) for r in scores]
+    assert sorted(p["id"] for p in probe if p["subset"] == "HDS") == sorted(pq.read_table(manifests[0]).column("id").to_pylist())

@@ -67,6 +67,9 @@ def write_run(run: Path, cells=CELLS, judges=("rule",), metrics=True, analysis=T
              for j, s in enumerate(("HDS", "HSS", "LCS")) for i, lb in enumerate(labels)]),
             a / "category_counts.parquet")
         (a / "knowledge.json").write_text(json.dumps({"auroc": {"s_gt": 0.8125, "rsr": 0.9}, "n": 400}))
+        pq.write_table(pa.Table.from_pylist([{"id": f"i{i}", "landmark_id": i, "subset": "all", "s_gt": i / 8,
+                                              "rsr": i / 8, "clip_seen": i % 2 == 0} for i in range(8)]),
+                       a / "probe.parquet")
     return run
 
 
@@ -185,7 +188,8 @@ def test_html_is_self_contained_and_markdown_twin(full_report):
     assert sorted(re.findall(r"!\[[^\]]*\]\(([^)]+)\)", md)) == sorted(p.name for p in pngs)
     assert "| + L_HC | 22.00 (+1.00) | 13.00 (+1.00) | 35.00 (+2.00) |" in md
     assert "| auroc.s_gt | 0.8125 |" in md
-    assert "Everything the report can show was found" in md
+    # everything but the per-question files, which this run has not
+    assert "## Not run, missing inputs and checks\n\n- Not run: Per-question browser.\n" in md
     assert "eeca report: 18 cells" in full_report[1]
 
 
@@ -403,3 +407,49 @@ def test_loss_curves_read_from_trainer_state(tmp_path, run_eeca):
     run_eeca("report", run)
     assert "![Training losses and learning rate per cell.](training_loss.png)" in (run / "report" / "report.md").read_text()
     assert (run / "report" / "training_loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _write_probe(analysis: Path, seen: bool) -> None:
+    """knowledge.json and probe.parquet as `eeca knowledge analyze` writes them (hand-made numbers)."""
+    stats = lambda n, mean: {"n": n, "mean": mean, "median": mean + 0.01, "p10": mean - 0.2, "p90": mean + 0.1}  # noqa: E731
+    knowledge = {"all": {"s": stats(8, 0.5), "rsr": stats(8, 0.8)},
+                 "subsets": {"HDS": {"s": stats(2, 0.9), "rsr": stats(2, 1.0)}, "LCS": {"s": stats(2, 0.1), "rsr": stats(2, 0.6)}}}
+    if seen:
+        knowledge["subsets"]["HDS"]["clip_seen_fraction"] = 1.0
+        knowledge["subsets"]["LCS"]["clip_seen_fraction"] = 0.0
+        knowledge["clip_seen_separation"] = {"auroc_s_image": 0.9375, "auroc_rsr_image": 0.875, "auroc_s_landmark": 1.0,
+                                             "auroc_rsr_landmark": 0.75, "images_seen": 4, "images_unseen": 4,
+                                             "landmarks_seen": 2, "landmarks_unseen": 2}
+    (analysis / "knowledge.json").write_text(json.dumps(knowledge))
+    s = [0.9, 0.8, 0.7, 0.2, 0.6, 0.3, 0.1, 0.0]
+    rows = [{"id": f"i{i}", "landmark_id": i // 2, "subset": "all", "s_gt": v, "rsr": 1 - i / 10,
+             "clip_seen": (i < 4) if seen else None} for i, v in enumerate(s)]
+    rows += [{**r, "subset": "HDS"} for r in rows[:2]] + [{**r, "subset": "LCS"} for r in rows[6:]]
+    pq.write_table(pa.Table.from_pylist(rows, schema=pa.schema([
+        ("id", pa.string()), ("landmark_id", pa.int64()), ("subset", pa.string()), ("s_gt", pa.float64()),
+        ("rsr", pa.float64()), ("clip_seen", pa.bool_())])), analysis / "probe.parquet")
+
+
+def test_probe_section_tables_histograms_and_roc(tmp_path, run_eeca):
+    from eeca.report.figures import roc_figure
+
+    run = write_run(tmp_path / "run")
+    _write_probe(run / "analysis", seen=True)
+    run_eeca("report", run)
+    page = parse(run / "report" / "report.html")
+    probe = page.tables["probe"]
+    assert probe[0] == ["Subset", "n", "S mean", "S median", "S p10", "S p90", "RSR mean", "RSR median", "RSR p10",
+                        "RSR p90", "CLIP-seen %"]
+    assert row(probe, "all scored images") == ["all scored images", "8", "0.500", "0.510", "0.300", "0.600",
+                                               "0.800", "0.810", "0.600", "0.900", "50.00"]
+    assert row(probe, "LCS")[-1] == "0.00" and len(probe) == 4
+    assert page.tables["probe_separation"][1:] == [["S", "0.938", "1.000"], ["RSR", "0.875", "0.750"]]
+    md = (run / "report" / "report.md").read_text()
+    assert "all.rsr.mean" not in md  # no flattened keys
+    assert "(probe_histograms.png)" in md and "(probe_roc.png)" in md
+    # without a world's truth: histograms per subset, no ROC
+    _write_probe(run / "analysis", seen=False)
+    run_eeca("report", run)
+    md = (run / "report" / "report.md").read_text()
+    assert "S and RSR of each subset." in md and "probe_roc" not in md and "How well S and RSR tell" not in md
+    assert roc_figure([{"subset": "all", "s_gt": 0.5, "rsr": 0.5, "clip_seen": True}]) is None  # one side: undefined

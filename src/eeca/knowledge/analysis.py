@@ -10,7 +10,11 @@ landmarks and the selection manifests of ``eeca select``, writes into OUT:
 * ``knowledge.json``: per subset and for all scored images, summaries of S and RSR (mean, quantiles)
   and, when the ground truth of a synthetic world is given (``truth/landmarks.jsonl`` with
   ``clip_seen``), how well RSR and S separate the images of landmarks the CLIP saw in training from
-  the others (ROC AUC, per image and per landmark mean) and each subset's share of seen landmarks.
+  the others (ROC AUC, per image and per landmark mean) and each subset's share of seen landmarks;
+* ``probe.parquet`` (id, landmark_id, subset, s_gt, rsr, clip_seen): the per-image S and RSR behind
+  those summaries, subset ``all`` for every scored image and one row per image of each subset;
+  ``clip_seen`` is null without a synthetic world's truth. ``eeca report`` draws its histograms and
+  the ROC curve from it.
 """
 
 from __future__ import annotations
@@ -98,6 +102,8 @@ def analyze_command(score_dir: str, landmarks: str, out: str, selections: list[s
         report["clip_seen_separation"] = separation(np.array([seen_of[int(x)] for x in lid_all]), s_all,
                                                     rsr_all, lid_all)
 
+    probe = {"id": scores.column("id").to_pylist(), "landmark_id": lid_all.tolist(),
+             "subset": ["all"] * len(lid_all), "s_gt": s_all.tolist(), "rsr": rsr_all.tolist()}
     tsne_rows, count_rows = [], []
     for path in selections or []:
         m = read_parquet(path, columns=["id", "landmark_id", "s_gt", "rsr", "method"])
@@ -112,6 +118,9 @@ def analyze_command(score_dir: str, landmarks: str, out: str, selections: list[s
         if seen_of is not None:
             entry["clip_seen_fraction"] = float(np.mean([seen_of[int(x)] for x in m.column("landmark_id").to_pylist()]))
         report["subsets"][subset] = entry
+        for key, values in (("id", ids), ("landmark_id", m.column("landmark_id").to_pylist()),
+                            ("subset", [subset] * len(ids)), ("s_gt", s.tolist()), ("rsr", rsr.tolist())):
+            probe[key] += values
         if len(ids) >= 5:  # t-SNE needs perplexity < n
             # exact gradients for small subsets: Barnes-Hut's tree overhead dominates below a few hundred
             xy = TSNE(n_components=2, perplexity=min(perplexity, (len(ids) - 1) / 3), init="pca",
@@ -129,6 +138,10 @@ def analyze_command(score_dir: str, landmarks: str, out: str, selections: list[s
     write_parquet(out_dir / "category_counts.parquet", pa.table(
         {k: [r[j] for r in count_rows] for j, k in enumerate(["subset", "hierarchical_label", "count"])},
         schema=pa.schema([("subset", pa.string()), ("hierarchical_label", pa.string()), ("count", pa.int64())])))
+    probe["clip_seen"] = [None if seen_of is None else seen_of[int(x)] for x in probe["landmark_id"]]
+    write_parquet(out_dir / "probe.parquet", pa.table(probe, schema=pa.schema([
+        ("id", pa.string()), ("landmark_id", pa.int64()), ("subset", pa.string()), ("s_gt", pa.float64()),
+        ("rsr", pa.float64()), ("clip_seen", pa.bool_())])))
     _plot_tsne(tsne_rows, out_dir / "tsne.png")
     _plot_counts(count_rows, out_dir / "category_counts.png")
     write_json(out_dir / "knowledge.json", report)

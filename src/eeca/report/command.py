@@ -21,7 +21,7 @@ from eeca.report.browser import BrowserCell, browser_data, to_browser_html
 from eeca.report.data import Cell, check_cells, load_analysis, load_results, load_train_log, paper_numbers
 from eeca.report.questions import load_cell, load_truth, thumbnail
 from eeca.report.render import Block, Bullets, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
-from eeca.report.tables import NotRun, Table, count_tables, paper_tables
+from eeca.report.tables import NotRun, Table, count_tables, paper_tables, probe_tables
 
 
 def report_command(run_dir: str, out: str | None = None, analysis: str | None = None,
@@ -43,7 +43,7 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
     cells = load_results(results) if results.is_file() else []
     found = load_analysis(analysis_dir)
     no_results = f"{results} {'has no rows' if results.is_file() else 'not found'}"
-    if not cells and found.tsne is None and found.category_counts is None and found.probe is None:
+    if not cells and found.tsne is None and found.category_counts is None and found.probe is None and not found.points:
         print(f"eeca report: nothing to report: {no_results} and no analysis files in {analysis_dir}",
               file=sys.stderr)
         return 2
@@ -67,10 +67,12 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
     missing += found.missing
     if cells:
         browsed, browser_missing = write_browser([(run, cells)], out_dir / "browser.html", title)
-        missing += browser_missing
         if browsed:
+            missing += browser_missing
             blocks.insert(1, Paragraph(f"Per-question browser: browser.html beside this page ({browsed}; "
                                        "image, truth, every cell's answers and every judge's verdict, filterable)."))
+        else:
+            blocks.append(NotRun("browser", "Per-question browser", "no cell has generate/generations.jsonl"))
     problems = check_cells(run, cells)
     not_run = [b for b in blocks if isinstance(b, NotRun)]
     blocks.append(Heading("Not run, missing inputs and checks"))
@@ -143,13 +145,27 @@ def _analysis_blocks(found) -> list[Block]:
                              F.category_figure(found.category_counts)))
     else:
         blocks.append(NotRun("figure4", "Figure 4: category distribution", "no category counts"))
+    if found.probe is not None or found.points:
+        blocks.append(Heading("The probe: S and RSR (paper 3.1, 3.2)", 3))
     if found.probe is not None:
-        blocks += [Heading("Probe summary (AUROC, S / RSR)", 3), *_probe_blocks(found.probe)]
+        blocks += _probe_blocks(found.probe)
+    hist = F.probe_histograms(found.points) if found.points else None
+    if hist is not None:
+        seen = any(p["subset"] == "all" and p["clip_seen"] is not None for p in found.points)
+        blocks.append(Figure("probe_histograms", "S and RSR of " + ("landmarks the CLIP saw in training and the "
+                             "others (synthetic world's truth)." if seen else "each subset."), hist,
+                             "From probe.parquet (eeca knowledge analyze)."))
+    roc = F.roc_figure(found.points) if found.points else None
+    if roc is not None:
+        blocks.append(Figure("probe_roc", "ROC of S and RSR for 'the CLIP saw this landmark', per image.", roc))
     return blocks
 
 
 def _probe_blocks(probe: object) -> list[Block]:
-    """A flat key/value table for a JSON object of scalars (nested keys dotted), else the JSON itself."""
+    """knowledge.json of ``eeca knowledge analyze`` as tables (:func:`probe_tables`); any other JSON as a flat
+    key/value table for an object of scalars (nested keys dotted), else the JSON itself."""
+    if isinstance(probe, dict) and isinstance(probe.get("all"), dict) and isinstance(probe.get("subsets", {}), dict):
+        return list(probe_tables(probe))
     flat: dict[str, object] = {}
 
     def walk(prefix: str, value: object) -> None:

@@ -189,14 +189,16 @@ class Analysis:
     tsne: list[dict] | None = None
     category_counts: list[dict] | None = None
     probe: object = None
+    points: list[dict] | None = None  # probe.parquet: per-image S, RSR, subset and clip_seen
     missing: list[str] = field(default_factory=list)
 
 
 def load_analysis(directory: Path) -> Analysis:
-    """Read what exists of ``tsne.parquet``, ``category_counts.parquet`` and ``knowledge.json``."""
+    """Read what exists of ``tsne.parquet``, ``category_counts.parquet``, ``probe.parquet`` and ``knowledge.json``."""
     out = Analysis()
     specs = {"tsne": ("tsne.parquet", ("subset", "x", "y", "hierarchical_label")),
-             "category_counts": ("category_counts.parquet", ("subset", "hierarchical_label", "count"))}
+             "category_counts": ("category_counts.parquet", ("subset", "hierarchical_label", "count")),
+             "points": ("probe.parquet", ("subset", "s_gt", "rsr", "clip_seen"))}
     for attr, (name, columns) in specs.items():
         path = directory / name
         if not path.is_file():

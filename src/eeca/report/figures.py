@@ -98,6 +98,61 @@ def loss_figure(logs: list[tuple[str, dict[str, list[tuple[int, float]]]]]) -> b
     return png(fig)
 
 
+def _probe_groups(points: list[dict]) -> list[tuple[str, list[dict]]]:
+    """CLIP-seen vs unseen over all scored images when the world's truth is known, else one group per subset."""
+    everything = [p for p in points if p["subset"] == "all"]
+    if everything and all(p["clip_seen"] is not None for p in everything):
+        return [("CLIP-seen", [p for p in everything if p["clip_seen"]]),
+                ("CLIP-unseen", [p for p in everything if not p["clip_seen"]])]
+    return [(s, [p for p in points if p["subset"] == s]) for s in _subsets(points) if s != "all"]
+
+
+def probe_histograms(points: list[dict]) -> bytes | None:
+    """S and RSR histograms (paper 3.2): CLIP-seen vs unseen landmarks, or one per subset; None if empty."""
+    groups = [(name, pts) for name, pts in _probe_groups(points) if pts]
+    if not groups:
+        return None
+    fig = Figure(figsize=(10, 3.8))
+    axes = fig.subplots(1, 2)
+    colours = {"CLIP-seen": "#1b7837", "CLIP-unseen": "#b2182b"}
+    for ax, key, name in zip(axes, ("s_gt", "rsr"), ("S", "RSR"), strict=True):
+        values = [p[key] for _, pts in groups for p in pts]
+        bins = [min(values) + (max(values) - min(values)) * i / 30 for i in range(31)] if max(values) > min(values) else 10
+        for label, pts in groups:
+            ax.hist([p[key] for p in pts], bins=bins, histtype="step", density=True, linewidth=1.5,
+                    color=colours.get(label, SELECTION_COLOURS.get(label)), label=f"{label} (n={len(pts)})")
+        ax.set_xlabel(name)
+        ax.set_ylabel("density")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return png(fig)
+
+
+def roc_figure(points: list[dict]) -> bytes | None:
+    """ROC curves of S and RSR for 'the CLIP saw this landmark', per image (the AUROC of knowledge.json);
+    None without a world's truth or with one side empty."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    everything = [p for p in points if p["subset"] == "all" and p["clip_seen"] is not None]
+    seen = [bool(p["clip_seen"]) for p in everything]
+    if not everything or all(seen) or not any(seen):
+        return None
+    fig = Figure(figsize=(4.8, 4.5))
+    ax = fig.add_subplot()
+    for key, name, colour in (("s_gt", "S", "#2166ac"), ("rsr", "RSR", "#b2182b")):
+        scores = [p[key] for p in everything]
+        fpr, tpr, _ = roc_curve(seen, scores)
+        ax.plot(fpr, tpr, color=colour, label=f"{name} (AUROC {roc_auc_score(seen, scores):.3f})")
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle=":", linewidth=1)
+    ax.set_xlabel("false positive rate (unseen called seen)")
+    ax.set_ylabel("true positive rate")
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return png(fig)
+
+
 def size_figure(cells: list[Cell]) -> bytes | None:
     """Figure 5: accuracy against data size per selection; None when no selection has two sizes."""
     lines: dict[tuple[str, str], list[Cell]] = {}

@@ -302,6 +302,41 @@ def controls_table(cells: list[Cell]) -> list[Table]:
                   "a shuffled truth (chance), and the skyline (held-out views of the cell's own landmarks)", columns, rows)]
 
 
+PROBE_STATS = ("mean", "median", "p10", "p90")
+
+
+def probe_tables(probe: dict) -> list[Table]:
+    """``knowledge.json`` of ``eeca knowledge analyze`` (paper 3.2) as a subset x statistic table of S
+    and RSR, and the seen / unseen separation (AUROC) when the world's truth was given."""
+    sep = probe.get("clip_seen_separation")
+    everything = dict(probe["all"])
+    if isinstance(sep, dict) and "images_seen" in sep:
+        everything["clip_seen_fraction"] = sep["images_seen"] / max(1, sep["images_seen"] + sep["images_unseen"])
+    groups = [("all scored images", everything), *probe.get("subsets", {}).items()]
+    seen = any("clip_seen_fraction" in g for _, g in groups)
+
+    def stat(group: dict, key: str, name: str) -> str:
+        value = group.get(key, {}).get(name)
+        return "" if value is None else f"{value:.3f}"
+
+    rows = [[name, str(g.get("s", {}).get("n", "")), *(stat(g, "s", k) for k in PROBE_STATS),
+             *(stat(g, "rsr", k) for k in PROBE_STATS)]
+            + ([num(100 * g["clip_seen_fraction"]) if "clip_seen_fraction" in g else ""] if seen else [])
+            for name, g in groups]
+    columns = ["Subset", "n", *(f"S {k}" for k in PROBE_STATS), *(f"RSR {k}" for k in PROBE_STATS)]
+    out = [Table("probe", "S and RSR per subset (paper 3.2)", columns + (["CLIP-seen %"] if seen else []), rows,
+                 ["S: cosine similarity of the image to its landmark's text; RSR: relative rank of that text "
+                  "among all landmarks' (paper 3.1). p10 / p90: 10th / 90th percentiles."])]
+    if isinstance(sep, dict) and "auroc_s_image" in sep:
+        out.append(Table("probe_separation", "How well S and RSR tell landmarks the CLIP saw from the others (AUROC)",
+                         ["Statistic", "per image", "per landmark (mean)"],
+                         [[name, f"{sep[f'auroc_{key}_image']:.3f}", f"{sep[f'auroc_{key}_landmark']:.3f}"]
+                          for key, name in (("s", "S"), ("rsr", "RSR"))],
+                         [f"{sep['images_seen']} images of {sep['landmarks_seen']} seen landmarks, "
+                          f"{sep['images_unseen']} of {sep['landmarks_unseen']} unseen."]))
+    return out
+
+
 def paper_tables(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
     """Tables 1-4 in the paper's order (Table 1 may come as two: accuracy and gain over baseline)."""
     return [*table1(cells, paper), table2(cells, paper), table3(cells, paper), table4(cells, paper)]
