@@ -34,9 +34,14 @@ WORDS = ("tower church bridge lake dome mountain castle harbour temple market gr
          "spires arches ivy sandy slopes domes").split()
 
 
-def make_run(out: Path, questions: int = 40, cells: int = 5, seed: int = 0, judges=("rule:v2", "llm:stand-in")) -> Path:
-    """A run directory as ``eeca experiment`` writes it, with made-up answers and verdicts."""
+def make_run(out: Path, questions: int = 40, cells: int = 5, seed: int = 0, judges=("rule:v2", "llm:stand-in"),
+             rates: list[float] | None = None) -> Path:
+    """A run directory as ``eeca experiment`` writes it, with made-up answers and verdicts: cell i
+    recognises each question with probability ``rates[i]`` (default 0.1 + 0.05 i), each judge drawn
+    apart; its results row is what ``eeca.evaluate.metrics`` computes from the first judge's verdicts."""
     from PIL import Image
+
+    from eeca.evaluate.metrics import compute_metrics
 
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
@@ -62,35 +67,31 @@ def make_run(out: Path, questions: int = 40, cells: int = 5, seed: int = 0, judg
         (folder / "generate").mkdir(parents=True, exist_ok=True)
         (folder / "generate" / "generation_config.json").write_text(json.dumps(
             {"config": {"test_json": str(out / "test.json"), "image_root": str(out / "images"), "k": 5}}))
-        p = 0.1 + 0.05 * ci
-        gens, counts = [], dict.fromkeys(LEVELS, 0)
+        p = rates[ci] if rates else 0.1 + 0.05 * ci
+        gens = []
         for j, judge in enumerate(judges):
             folder_j = folder / ("judge" if j == 0 else f"judge-{j}")
             folder_j.mkdir(exist_ok=True)
-            lines = []
+            verdicts = []
             for r in records:
                 hit = rng.random() < p
-                level = rng.choice(LEVELS[:2]) if hit else rng.choice(LEVELS[2:])
-                if j == 0:
-                    counts[level] += 1
-                lines.append(json.dumps({"id": r["id"], "judge": judge, "status": "ok", "level": level,
-                                         "explanation": f"named in {int(hit) * rng.randint(1, 5)}/5 answers"}))
-            (folder_j / "judgments.jsonl").write_text("\n".join(lines) + "\n")
+                verdicts.append({"id": r["id"], "judge": judge, "status": "ok",
+                                 "level": rng.choice(LEVELS[:2]) if hit else rng.choice(LEVELS[2:]),
+                                 "explanation": f"named in {int(hit) * rng.randint(1, 5)}/5 answers"})
+            if j == 0:
+                metrics = compute_metrics(verdicts)
+            (folder_j / "judgments.jsonl").write_text("".join(json.dumps(v) + "\n" for v in verdicts))
             (folder_j / "judge_summary.json").write_text(json.dumps({"judge": judge, "shuffle_truth": False}))
         for r in records:
             answers = [f"This is {r['landmark_name'] if rng.random() < p else rng.choice(WORDS).title() + ' Hall'}, "
                        f"a {rng.choice(WORDS)} with {' and '.join(rng.sample(WORDS, 2))}." for _ in range(5)]
             gens.append(json.dumps({"id": r["id"], "question": "What is this place?", "responses": answers}))
         (folder / "generate" / "generations.jsonl").write_text("\n".join(gens) + "\n")
-        n = len(records)
-        acc = 100.0 * (counts["strongly_known"] + counts["known"]) / n
-        metrics = {"n": n, "n_failed": 0, "accuracy": acc, **{f"count_{lv}": c for lv, c in counts.items()}}
         (folder / "metrics.json").write_text(json.dumps(metrics))
         rows.append({"cell_id": cid, "table": "bench", "selection": sel, "size": size, "ablation": abl,
-                     "judge": judges[0], "n": n, "n_failed": 0,
-                     **{lv: 100.0 * c / n for lv, c in counts.items()}, "accuracy": acc,
-                     "acc_ci_low": max(0.0, acc - 2.0), "acc_ci_high": min(100.0, acc + 2.0),
-                     **{f"count_{lv}": c for lv, c in counts.items()}, "cell_dir": f"cells/{cid}"})
+                     "judge": judges[0], **{k: metrics[k] for k in ("n", "n_failed", *LEVELS, "accuracy", "acc_ci_low",
+                                                                    "acc_ci_high", *(f"count_{lv}" for lv in LEVELS))},
+                     "cell_dir": f"cells/{cid}"})
     pq.write_table(pa.Table.from_pylist(rows), out / "results.parquet")
     return out
 

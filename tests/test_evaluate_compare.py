@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from scipy.stats import binom
 
-from eeca.evaluate.compare import compare_judgments, paired_bootstrap_diffs, paired_comparison
+from eeca.evaluate.compare import compare_judgments, paired_comparison
+from eeca.stats import paired_bootstrap_diffs
 from eeca.io import InputError
 
 

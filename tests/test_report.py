@@ -453,3 +453,27 @@ def test_probe_section_tables_histograms_and_roc(tmp_path, run_eeca):
     md = (run / "report" / "report.md").read_text()
     assert "S and RSR of each subset." in md and "probe_roc" not in md and "How well S and RSR tell" not in md
     assert roc_figure([{"subset": "all", "s_gt": 0.5, "rsr": 0.5, "clip_seen": True}]) is None  # one side: undefined
+
+
+def test_paired_intervals_match_compare_judgments_and_edges_are_exact(tmp_path, run_eeca):
+    from eeca.evaluate.compare import compare_judgments
+
+    # baseline 0/40, BRS-40 40/40 (rates 0 and 1), LCS-40 at 30%
+    run = _bench("report_browser").make_run(tmp_path / "run", questions=40, cells=3, rates=[0.0, 1.0, 0.3])
+    run_eeca("report", run)
+    page = parse(run / "report" / "report.html")
+    cells = page.tables["cells"]
+    assert row(cells, "baseline")[6] == "0.00 [0.00, 8.81]"  # Clopper-Pearson: 1 - 0.025 ** (1 / 40)
+    assert row(cells, "BRS-40")[6] == "100.00 [91.19, 100.00]"
+    paired = page.tables["paired"]
+    assert paired[0][:3] == ["Comparison", "b vs a", "b - a, points [95% CI]"]
+    lcs_brs = row(paired, "Table 1: selection vs BRS")
+    ref = compare_judgments(run / "cells" / "BRS-40-data" / "judge" / "judgments.jsonl",
+                            run / "cells" / "LCS-40-data" / "judge" / "judgments.jsonl", samples=2000)
+    assert lcs_brs[1] == "LCS-40 vs BRS-40"
+    assert lcs_brs[2] == f"{ref['diff']:+.2f} [{ref['diff_ci_low']:+.2f}, {ref['diff_ci_high']:+.2f}]"
+    assert lcs_brs[5:] == [f"{ref['a_only']} / {ref['b_only']}", f"{ref['mcnemar_p']:.3g}", "40", "1"]
+    brs_base = next(r for r in paired if r[1] == "BRS-40 vs baseline")
+    assert brs_base[2] == "+100.00 [+100.00, +100.00]" and brs_base[5] == "0 / 40"
+    assert brs_base[0] == "Tables 3-4: step vs the step above"
+    assert {r[1] for r in paired[1:]} == {"LCS-40 vs BRS-40", "LCS-40 vs baseline", "BRS-40 vs baseline"}

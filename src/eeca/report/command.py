@@ -19,7 +19,8 @@ from eeca.io import atomic_write
 from eeca.report import figures as F
 from eeca.report.browser import BrowserCell, browser_data, to_browser_html
 from eeca.report.data import Cell, check_cells, load_analysis, load_results, load_train_log, paper_numbers
-from eeca.report.questions import load_cell, load_truth, thumbnail
+from eeca.report.paired import paired_table
+from eeca.report.questions import CellAnswers, load_cell, load_truth, thumbnail
 from eeca.report.render import Block, Bullets, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
 from eeca.report.tables import NotRun, Table, count_tables, paper_tables, probe_tables
 
@@ -58,15 +59,20 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
         if cells else "") + ("The paper's published numbers are shown beside ours (columns marked "
                              "'paper')." if show_paper and cells else ""))]
     judges = sorted({c.judge for c in cells})
+    answers = {(run, c.cell_dir): load_cell(run, c.cell_dir) for c in cells}
     for judge in judges:
         suffix = f" (judge: {judge})" if len(judges) > 1 else ""
         blocks += _result_blocks([c for c in cells if c.judge == judge], numbers if show_paper else None,
                                  suffix, "-" + re.sub(r"[^\w.-]+", "_", judge) if len(judges) > 1 else "")
+        paired = paired_table([(run, cells)], answers, judge, suffix)
+        if paired is not None:
+            blocks.insert(next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text == "Figures" + suffix),
+                          paired)
     blocks += _training_blocks(run, cells)
     blocks += _analysis_blocks(found)
     missing += found.missing
     if cells:
-        browsed, browser_missing = write_browser([(run, cells)], out_dir / "browser.html", title)
+        browsed, browser_missing = write_browser([(run, cells)], answers, out_dir / "browser.html", title)
         if browsed:
             missing += browser_missing
             blocks.insert(1, Paragraph(f"Per-question browser: browser.html beside this page ({browsed}; "
@@ -182,7 +188,8 @@ def _probe_blocks(probe: object) -> list[Block]:
     return [Preformatted(json.dumps(probe, indent=2, sort_keys=True))]
 
 
-def write_browser(runs: list[tuple[Path, list[Cell]]], path: Path, title: str) -> tuple[str, list[str]]:
+def write_browser(runs: list[tuple[Path, list[Cell]]], loaded: dict[tuple[Path, str], CellAnswers], path: Path,
+                  title: str) -> tuple[str, list[str]]:
     """Write the per-question browser of the runs' cells (:mod:`eeca.report.browser`); returns what it holds
     (empty when no cell has answers) and what was missing."""
     shown, missing, seen = [], [], set()
@@ -192,7 +199,7 @@ def write_browser(runs: list[tuple[Path, list[Cell]]], path: Path, title: str) -
             if (run, c.cell_dir) in seen:
                 continue  # one cell, several judges: its folder holds every judge's verdicts
             seen.add((run, c.cell_dir))
-            answers = load_cell(run, c.cell_dir)
+            answers = loaded[(run, c.cell_dir)]
             missing += answers.missing
             if not answers.answers:
                 continue
