@@ -477,3 +477,30 @@ def test_paired_intervals_match_compare_judgments_and_edges_are_exact(tmp_path, 
     assert brs_base[2] == "+100.00 [+100.00, +100.00]" and brs_base[5] == "0 / 40"
     assert brs_base[0] == "Tables 3-4: step vs the step above"
     assert {r[1] for r in paired[1:]} == {"LCS-40 vs BRS-40", "LCS-40 vs baseline", "BRS-40 vs baseline"}
+
+
+def test_runs_side_by_side_pool_paired_comparisons(tmp_path, run_eeca):
+    from eeca.evaluate.compare import compare_judgments
+
+    make_run = _bench("report_browser").make_run
+    runs = [make_run(tmp_path / f"seed{s}" / "run", questions=30, cells=3, seed=s) for s in (0, 1)]
+    proc = run_eeca("report", *runs, check=False)
+    assert proc.returncode == 2 and "2 runs: --out names the folder for their report" in proc.stderr
+    run_eeca("report", *runs, "--out", tmp_path / "both")
+    page = parse(tmp_path / "both" / "report.html")
+    acc = page.tables["runs_accuracy"]
+    assert acc[0] == ["Cell", "seed0/run", "seed1/run"]
+    for i, run in enumerate(runs):
+        lcs = json.loads((run / "cells" / "LCS-40-data" / "metrics.json").read_text())
+        assert row(acc, "LCS-40")[1 + i] == f"{lcs['accuracy']:.2f} [{lcs['acc_ci_low']:.2f}, {lcs['acc_ci_high']:.2f}] n=30"
+    pooled = compare_judgments([r / "cells" / "BRS-40-data" / "judge" / "judgments.jsonl" for r in runs],
+                               [r / "cells" / "LCS-40-data" / "judge" / "judgments.jsonl" for r in runs])
+    lcs_brs = next(r for r in page.tables["paired"] if r[1] == "LCS-40 vs BRS-40")
+    assert lcs_brs[2] == f"{pooled['diff']:+.2f} [{pooled['diff_ci_low']:+.2f}, {pooled['diff_ci_high']:+.2f}]"
+    assert lcs_brs[-2:] == ["60", "2"]
+    md = (tmp_path / "both" / "report.md").read_text()
+    assert "## The paper's tables (run seed0/run)" in md and "## The paper's tables (run seed1/run)" in md
+    assert browser_json(tmp_path / "both" / "browser.html")["cells"] == [
+        "baseline [seed0/run]", "LCS-40 [seed0/run]", "BRS-40 [seed0/run]",
+        "baseline [seed1/run]", "LCS-40 [seed1/run]", "BRS-40 [seed1/run]"]
+    assert {p.name for p in (tmp_path / "both").glob("levels*.png")} == {"levels-seed0_run.png", "levels-seed1_run.png"}

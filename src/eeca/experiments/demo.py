@@ -156,7 +156,7 @@ def demo_command(out: Path = Path("runs/demo"), configs: Path = Path("configs/sy
                          str(tb.score), str(tb.gldv2 / "landmarks.parquet"), str(experiment / "analysis"),
                          sorted(str(p) for p in (experiment / "cells").glob("*-data-*/selection.parquet")),
                          str(tb.truth), seed=seed)),
-                     ("report", lambda: report_command(str(experiment)))):
+                     ("report", lambda: report_command([str(experiment)]))):
         print(f"== {name}", flush=True)
         t0 = time.perf_counter()
         fn()

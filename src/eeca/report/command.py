@@ -15,71 +15,86 @@ import re
 import sys
 from pathlib import Path
 
-from eeca.io import atomic_write
+from eeca.io import atomic_write, read_json
 from eeca.report import figures as F
 from eeca.report.browser import BrowserCell, browser_data, to_browser_html
-from eeca.report.data import Cell, check_cells, load_analysis, load_results, load_train_log, paper_numbers
+from eeca.report.data import Cell, cell_order, check_cells, load_analysis, load_results, load_train_log, paper_numbers
 from eeca.report.paired import paired_table
 from eeca.report.questions import CellAnswers, load_cell, load_truth, thumbnail
 from eeca.report.render import Block, Bullets, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
-from eeca.report.tables import NotRun, Table, count_tables, paper_tables, probe_tables
+from eeca.report.tables import NOT_RUN, NotRun, Table, count_tables, paper_tables, probe_tables
 
 
-def report_command(run_dir: str, out: str | None = None, analysis: str | None = None,
+def report_command(run_dirs: list[str], out: str | None = None, analysis: str | None = None,
                    paper: bool = False) -> int:
-    """Write an HTML report (figures embedded) and a markdown twin from an experiment run's result files.
+    """Write an HTML report (figures embedded) and a markdown twin from experiment runs' result files.
 
     Args:
-        run_dir: the run directory (holds results.parquet and the cells' metrics.json)
-        out: where to write report.html, report.md and the figure PNGs (default RUN_DIR/report)
-        analysis: the subset analysis directory with tsne.parquet, category_counts.parquet, knowledge.json
-            (default RUN_DIR/analysis)
+        run_dirs: one run directory (holds results.parquet and the cells' folders), or several (seeds,
+            settings) to compare side by side, with paired comparisons pooled over them
+        out: where to write report.html, report.md, browser.html and the figure PNGs (default RUN_DIR/report;
+            needed with several runs)
+        analysis: the subset analysis directory with tsne.parquet, category_counts.parquet, probe.parquet,
+            knowledge.json (default: the first run's analysis/)
         paper: show the paper's published numbers beside ours even when the run's sizes are not
             the paper's 25k / 50k
     """
-    run = Path(run_dir)
-    out_dir = Path(out) if out else run / "report"
-    analysis_dir = Path(analysis) if analysis else run / "analysis"
-    results = run / "results.parquet"
-    cells = load_results(results) if results.is_file() else []
+    runs = [Path(r) for r in run_dirs]
+    if not runs or (len(runs) > 1 and not out):
+        print("eeca report: " + ("name a run directory" if not runs else
+                                 f"{len(runs)} runs: --out names the folder for their report"), file=sys.stderr)
+        return 2
+    out_dir = Path(out) if out else runs[0] / "report"
+    analysis_dir = Path(analysis) if analysis else runs[0] / "analysis"
+    names = run_names(runs)
+    per_run, missing = [], []
+    for run in runs:
+        results = run / "results.parquet"
+        cells = load_results(results) if results.is_file() else []
+        if not cells:
+            missing.append(f"{results} {'has no rows' if results.is_file() else 'not found'}: no result tables "
+                           "or result figures")
+        per_run.append((run, cells))
+    every = [c for _, cells in per_run for c in cells]
     found = load_analysis(analysis_dir)
-    no_results = f"{results} {'has no rows' if results.is_file() else 'not found'}"
-    if not cells and found.tsne is None and found.category_counts is None and found.probe is None and not found.points:
-        print(f"eeca report: nothing to report: {no_results} and no analysis files in {analysis_dir}",
+    if not every and found.tsne is None and found.category_counts is None and found.probe is None and not found.points:
+        print(f"eeca report: nothing to report: {'; '.join(missing)} and no analysis files in {analysis_dir}",
               file=sys.stderr)
         return 2
     numbers = paper_numbers()
     paper_sizes = {int(n) for n in numbers["table1"]["values"]["BRS"]}
-    show_paper = paper or any(c.size in paper_sizes for c in cells)
+    show_paper = paper or any(c.size in paper_sizes for c in every)
 
-    title = f"eeca report: {run.resolve().name}"
-    missing = [] if cells else [f"{no_results}: no result tables or result figures"]
-    blocks: list[Block] = [Paragraph(f"Run directory: {run}. " + (
-        f"{len(cells)} cell result(s), judge(s): {', '.join(sorted({c.judge for c in cells}))}. "
-        if cells else "") + ("The paper's published numbers are shown beside ours (columns marked "
-                             "'paper')." if show_paper and cells else ""))]
-    judges = sorted({c.judge for c in cells})
-    answers = {(run, c.cell_dir): load_cell(run, c.cell_dir) for c in cells}
-    for judge in judges:
-        suffix = f" (judge: {judge})" if len(judges) > 1 else ""
-        blocks += _result_blocks([c for c in cells if c.judge == judge], numbers if show_paper else None,
-                                 suffix, "-" + re.sub(r"[^\w.-]+", "_", judge) if len(judges) > 1 else "")
-        paired = paired_table([(run, cells)], answers, judge, suffix)
-        if paired is not None:
-            blocks.insert(next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text == "Figures" + suffix),
-                          paired)
-    blocks += _training_blocks(run, cells)
+    title = "eeca report: " + ", ".join(names[r] for r in runs)
+    judges = sorted({c.judge for c in every})
+    blocks: list[Block] = [Paragraph(f"Run director{'y' if len(runs) == 1 else 'ies'}: {', '.join(map(str, runs))}. " + (
+        f"{len(every)} cell result(s), judge(s): {', '.join(judges)}. " if every else "")
+        + ("The paper's published numbers are shown beside ours (columns marked 'paper')." if show_paper and every else ""))]
+    answers = {(run, c.cell_dir): load_cell(run, c.cell_dir) for run, cells in per_run for c in cells}
+    if len(runs) > 1:
+        blocks += side_by_side(per_run, names, answers, judges)
+    for run, cells in per_run:
+        run_suffix = f" (run {names[run]})" if len(runs) > 1 else ""
+        for judge in sorted({c.judge for c in cells}):
+            suffix = run_suffix + (f" (judge: {judge})" if len(judges) > 1 else "")
+            tag = re.sub(r"[^\w.-]+", "_", suffix.replace(" (run ", "-").replace(" (judge: ", "-").replace(")", ""))
+            blocks += _result_blocks([c for c in cells if c.judge == judge], numbers if show_paper else None, suffix, tag)
+            paired = paired_table([(run, cells)], answers, judge, suffix) if len(runs) == 1 else None
+            if paired is not None:
+                blocks.insert(next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text == "Figures" + suffix),
+                              paired)
+        blocks += _training_blocks(run, cells, run_suffix)
     blocks += _analysis_blocks(found)
     missing += found.missing
-    if cells:
-        browsed, browser_missing = write_browser([(run, cells)], answers, out_dir / "browser.html", title)
+    if every:
+        browsed, browser_missing = write_browser(per_run, answers, names, out_dir / "browser.html", title)
         if browsed:
             missing += browser_missing
             blocks.insert(1, Paragraph(f"Per-question browser: browser.html beside this page ({browsed}; "
                                        "image, truth, every cell's answers and every judge's verdict, filterable)."))
         else:
             blocks.append(NotRun("browser", "Per-question browser", "no cell has generate/generations.jsonl"))
-    problems = check_cells(run, cells)
+    problems = [p for run, cells in per_run for p in check_cells(run, cells)]
     not_run = [b for b in blocks if isinstance(b, NotRun)]
     blocks.append(Heading("Not run, missing inputs and checks"))
     items = ([f"Not run: {b.title}." for b in not_run] + [f"Missing: {m}." for m in missing]
@@ -96,9 +111,51 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     atomic_write(out_dir / "report.html", to_html(title, blocks, stamp))
     tables = [b.key for b in blocks if isinstance(b, Table)]
-    print(f"eeca report: {len(cells)} cells, {len(tables)} tables, {len(figs)} figures, "
+    print(f"eeca report: {len(every)} cells, {len(tables)} tables, {len(figs)} figures, "
           f"{len(not_run)} not run, {len(missing)} missing, {len(problems)} checks -> {out_dir / 'report.html'}")
     return 0
+
+
+def run_names(runs: list[Path]) -> dict[Path, str]:
+    """A short name per run: its folder name, or the last two parts of its path where names repeat
+    (``seed-0/experiment``, ``seed-1/experiment``)."""
+    names = {r: r.resolve().name for r in runs}
+    if len(set(names.values())) < len(runs):
+        names = {r: "/".join(r.resolve().parts[-2:]) for r in runs}
+    return names
+
+
+def side_by_side(per_run: list[tuple[Path, list[Cell]]], names: dict[Path, str],
+                 answers: dict[tuple[Path, str], CellAnswers], judges: list[str]) -> list[Block]:
+    """Several runs in one place: what each holds, every cell's accuracy per run, and the paired
+    comparisons pooled over the runs (:mod:`eeca.report.paired`)."""
+    blocks: list[Block] = [Heading("Runs side by side")]
+    rows = []
+    for run, cells in per_run:
+        seeds = sorted({str(read_json(p)["cell"].get("seed")) for c in cells
+                        if (p := Path(run, c.cell_dir, "cell.json")).is_file() and "cell" in read_json(p)})
+        rows.append([names[run], str(run), str(len({c.cell_dir for c in cells})), ", ".join(sorted({c.judge for c in cells})),
+                     ", ".join(seeds)])
+    blocks.append(Table("runs", "The runs", ["Run", "Directory", "Cells", "Judge(s)", "Seed(s) (cell.json)"], rows))
+    for judge in judges:
+        suffix = f" (judge: {judge})" if len(judges) > 1 else ""
+        labels: dict[tuple, str] = {}
+        for _, cells in per_run:
+            for c in sorted(cells, key=cell_order):
+                labels.setdefault((c.selection, c.size, c.ablation), c.label)
+        table = []
+        for k, label in labels.items():
+            row = [label]
+            for _, cells in per_run:
+                c = next((c for c in cells if c.judge == judge and (c.selection, c.size, c.ablation) == k), None)
+                row.append(NOT_RUN if c is None else f"{c.accuracy:.2f} [{c.acc_ci_low:.2f}, {c.acc_ci_high:.2f}] n={c.n}")
+            table.append(row)
+        blocks.append(Table("runs_accuracy" + re.sub(r"[^\w.-]+", "_", suffix), "Accuracy % [exact 95% CI] per run"
+                            + suffix, ["Cell", *(names[r] for r, _ in per_run)], table))
+        paired = paired_table(per_run, answers, judge, suffix)
+        if paired is not None:
+            blocks.append(paired)
+    return blocks
 
 
 def _result_blocks(cells: list[Cell], paper: dict | None, suffix: str, tag: str) -> list[Block]:
@@ -120,7 +177,7 @@ def _result_blocks(cells: list[Cell], paper: dict | None, suffix: str, tag: str)
     return blocks
 
 
-def _training_blocks(run: Path, cells: list[Cell]) -> list[Block]:
+def _training_blocks(run: Path, cells: list[Cell], suffix: str = "") -> list[Block]:
     """Loss curves of every trained cell (paper 4.3) from its trainer_state.json."""
     logs, seen = [], set()
     for c in cells:
@@ -132,7 +189,8 @@ def _training_blocks(run: Path, cells: list[Cell]) -> list[Block]:
             logs.append((c.label, log))
     if not logs:
         return []
-    return [Heading("Training"), Figure("training_loss", "Training losses and learning rate per cell.",
+    tag = re.sub(r"[^\w.-]+", "_", suffix.replace(" (run ", "-").rstrip(")"))
+    return [Heading("Training" + suffix), Figure("training_loss" + tag, "Training losses and learning rate per cell.",
                                         F.loss_figure(logs), "From each cell's train/trainer_state.json "
                                         "(the Trainer's log every logging_steps); total = L_LM + l2 L_HC + l3 L_EAC "
                                         "(paper 4.3). Live curves: optim.report_to=tensorboard (docs/train.md).")]
@@ -188,8 +246,8 @@ def _probe_blocks(probe: object) -> list[Block]:
     return [Preformatted(json.dumps(probe, indent=2, sort_keys=True))]
 
 
-def write_browser(runs: list[tuple[Path, list[Cell]]], loaded: dict[tuple[Path, str], CellAnswers], path: Path,
-                  title: str) -> tuple[str, list[str]]:
+def write_browser(runs: list[tuple[Path, list[Cell]]], loaded: dict[tuple[Path, str], CellAnswers],
+                  names: dict[Path, str], path: Path, title: str) -> tuple[str, list[str]]:
     """Write the per-question browser of the runs' cells (:mod:`eeca.report.browser`); returns what it holds
     (empty when no cell has answers) and what was missing."""
     shown, missing, seen = [], [], set()
@@ -203,7 +261,7 @@ def write_browser(runs: list[tuple[Path, list[Cell]]], loaded: dict[tuple[Path, 
             missing += answers.missing
             if not answers.answers:
                 continue
-            shown.append(BrowserCell(c.label + (f" [{run.name}]" if len(runs) > 1 else ""), answers))
+            shown.append(BrowserCell(c.label + (f" [{names[run]}]" if len(runs) > 1 else ""), answers))
             if answers.test_json is not None:
                 tests.setdefault(answers.test_json, answers.image_root)
     if not shown:
