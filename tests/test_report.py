@@ -235,7 +235,7 @@ def test_paper_numbers_beside_ours_at_paper_sizes(tmp_path, run_eeca):
     assert row(t3, "+ L_EAC")[-3:] == ["8.52", "7.00", "15.52"]
     assert row(page.tables["table6"], "Baseline")[-1] == "103/114/145/2138"
     t7 = page.tables["table7"]
-    assert t7[[r[0] for r in t7].index("For LCS-25k") + 4][-1] == "not printed"
+    assert t7[[r[0] for r in t7].index("For LCS-25k") + 4][-1] == "198/110/266/1926"  # +L_EAC of LCS-25k
 
 
 def test_no_paper_columns_for_other_sizes(full_report):

@@ -21,7 +21,8 @@ class EecaConfig(LlavaConfig):
         num_hr_latents: P, learned resampler queries = HR visual tokens per image (paper: 128).
         resampler_depth / resampler_heads / resampler_head_dim / resampler_ff_mult: Perceiver resampler
             geometry (pre-LayerNorm attention + FFN blocks, final LayerNorm).
-        lm_loss_weight / hc_loss_weight / eac_loss_weight: l1, l2, l3 of the total loss (paper: 1, 1, 1).
+        lm_loss_weight / hc_loss_weight / eac_loss_weight: l1, l2, l3 of the total loss (default 1, 1, 1: the
+            paper's values were lost in its text, App. A "We set the value of and , respectively").
         hierarchical_labels: the L_HC label vocabulary (names, saved with the model); index = class id;
             None = no L_HC head. `num_hierarchical_labels` is its length.
         eac_negatives: "image" (contrast the entities of one image, as SPARC) or "batch" (every entity in
