@@ -59,6 +59,9 @@ class ExperimentConfig:
     hc_weight: float = 1.0  # l2 of the paper's total loss when a cell turns L_HC on
     eac_weight: float = 1.0  # l3 when a cell turns L_EAC on
     seed: int = 0
+    # a checkpoint with a pre-aligned HR branch (stage 1 with use_hr_branch on, docs/train.md): the
+    # cells that turn the HR branch on start their resampler and HR projector from it, not from scratch
+    hr_init: Path | None = None
     controls: ctl.ControlsConfig = field(default_factory=ctl.ControlsConfig)
     train_overrides: list[str] = field(default_factory=list)
     generate_overrides: list[str] = field(default_factory=list)
@@ -94,7 +97,11 @@ def model_fingerprint(folder: Path) -> str:
 
 def cells_of(cfg: ExperimentConfig) -> list[dict]:
     context = context_hash(cfg)
-    return [{**c, "context": context} for c in expand(cfg.grid, cfg.table, cfg.hc_weight, cfg.eac_weight, cfg.seed)]
+    cells = [{**c, "context": context} for c in expand(cfg.grid, cfg.table, cfg.hc_weight, cfg.eac_weight, cfg.seed)]
+    if cfg.hr_init is not None:  # only the HR cells start from it
+        hr_init = model_fingerprint(Path(cfg.hr_init))[:16]
+        cells = [{**c, "hr_init": hr_init} if c["use_hr_branch"] else c for c in cells]
+    return cells
 
 
 def run_experiment(cfg: ExperimentConfig, only: list[str] | None = None) -> dict:
@@ -129,21 +136,9 @@ def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
         if state.is_main_process:
             write_subset(cfg, cell, folder)
         state.wait_for_everyone()
-        subset = folder / "train.json"
         model = folder / "train"
         if not (model / "train_summary.json").exists():
-            overrides = [
-                f"output_dir={model}",
-                f"data.path={subset}",
-                f"model.checkpoint={cfg.base_model}",
-                f"model.config_overrides.use_hr_branch={str(cell['use_hr_branch']).lower()}",
-                f"model.config_overrides.hc_loss_weight={cell['hc_loss_weight']}",
-                f"model.config_overrides.eac_loss_weight={cell['eac_loss_weight']}",
-                f"data.entity_prompt={cell['entity_prompt']}",
-                f"optim.seed={cell['seed']}",
-                *cfg.train_overrides,
-            ]
-            run_train(load_config(TrainConfig, cfg.train_recipe, overrides))
+            run_train(load_config(TrainConfig, cfg.train_recipe, train_overrides(cfg, cell, folder)))
     gen_cfg = load_config(GenerateConfig, cfg.generate, [
         f"model={model}", f"entity_prompt={str(cell['entity_prompt_at_inference']).lower()}",
         f"seed={cell['seed']}", *cfg.generate_overrides])
@@ -156,6 +151,31 @@ def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
         judge_and_finish(cfg, cell, folder, model, gen_cfg, started=t0, skyline=skyline)
     state.wait_for_everyone()
     return read_json(folder / "metrics.json")
+
+
+def train_overrides(cfg: ExperimentConfig, cell: dict, folder: Path) -> list[str]:
+    """The stage-3 recipe's overrides for a trained cell: its subset, the base model and its switches.
+
+    An input of a switched-off loss is not built: without L_HC no label head, without L_EAC no entity
+    tokens, so a +data cell trains the base model as it is, key for key (paper 3.3, Table 3's rows
+    differ in one switch each). ``hr_init`` (a pre-aligned HR branch) reaches the cells that turn the
+    HR branch on.
+    """
+    overrides = [
+        f"output_dir={folder / 'train'}",
+        f"data.path={folder / 'train.json'}",
+        f"model.checkpoint={cfg.base_model}",
+        f"model.config_overrides.use_hr_branch={str(cell['use_hr_branch']).lower()}",
+        f"model.config_overrides.hc_loss_weight={cell['hc_loss_weight']}",
+        f"model.config_overrides.eac_loss_weight={cell['eac_loss_weight']}",
+        f"data.hierarchical_labels={str(cell['hc_loss_weight'] > 0).lower()}",
+        f"data.entities={str(cell['eac_loss_weight'] > 0).lower()}",
+        f"data.entity_prompt={cell['entity_prompt']}",
+        f"optim.seed={cell['seed']}",
+    ]
+    if cell["use_hr_branch"] and cfg.hr_init is not None:
+        overrides.append(f"model.hr_init={cfg.hr_init}")
+    return [*overrides, *cfg.train_overrides]
 
 
 def skyline_test(cfg: ExperimentConfig, cell: dict, folder: Path, write: bool) -> Path | None:
