@@ -6,7 +6,9 @@ from eeca.experiments.grid import GridSpec, cell_id, expand, train_switches
 
 
 def test_ablation_steps_are_cumulative_as_in_table3():
-    steps = {a: train_switches(a, hc_weight=0.5, eac_weight=2.0) for a in ("data", "hr", "hc", "eac")}
+    steps = {a: train_switches(a, hc_weight=0.5, eac_weight=2.0) for a in ("data", "hr", "hc", "hr_eac", "eac")}
+    assert steps["hr_eac"] == {"use_hr_branch": True, "hc_loss_weight": 0.0, "eac_loss_weight": 2.0,
+                               "entity_prompt": "none"}  # the other loss order: + L_EAC first
     assert steps["data"] == {"use_hr_branch": False, "hc_loss_weight": 0.0, "eac_loss_weight": 0.0, "entity_prompt": "none"}
     assert steps["hr"] == {"use_hr_branch": True, "hc_loss_weight": 0.0, "eac_loss_weight": 0.0, "entity_prompt": "none"}
     assert steps["hc"] == {"use_hr_branch": True, "hc_loss_weight": 0.5, "eac_loss_weight": 0.0, "entity_prompt": "none"}

@@ -320,3 +320,21 @@ def test_controls_table_shows_each_cells_controls_and_older_runs_say_not_run(tmp
     assert table[0][:3] == ["Cell", "Accuracy %", "Degenerate answers %"] and len(table) == len(rows) + 1
     brs = [t for t in table[1:] if t[0].startswith("BRS-") and t[6]]
     assert brs and all(t[6] == "40.00 / 70.00" and t[3] == "1.00" and t[4] == "2.00" for t in brs)
+
+
+def test_table3_in_both_loss_orders_with_the_assumption_beside_the_paper(tmp_path, run_eeca):
+    # HSS-40 (-> 50k): + L_HC first (hc), and + L_EAC first (hr_eac), both ending in EECA (eac)
+    cells = {k: v for k, v in CELLS.items() if k[1] in (0, 40)} | {("HSS", 40, "hr_eac"): (23, 14, 10)}
+    run = write_run(tmp_path / "run", cells=cells, analysis=False, size_scale=1250)
+    run_eeca("report", run)
+    page = parse(run / "report" / "report.html")
+    hc_first, eac_first = page.tables["table3"], page.tables["table3_eac_first"]
+    assert [r[0] for r in hc_first[1:]] == ["Baseline", "+ HSS-50k", "+ HR Branch", "+ L_HC", "+ L_EAC"]
+    assert [r[0] for r in eac_first[1:]] == ["Baseline", "+ HSS-50k", "+ HR Branch", "+ L_EAC", "+ L_HC"]
+    assert eac_first[4][1:4] == ["23.00 (+2.00)", "14.00 (+2.00)", "37.00 (+4.00)"]  # hr_eac vs hr (21, 12)
+    assert eac_first[5][1:4] == ["24.00 (+1.00)", "13.00 (-1.00)", "37.00 (+0.00)"]  # eac vs hr_eac
+    # the paper's rows stand at their printed positions in both
+    assert hc_first[4][-3:] == eac_first[4][-3:] == ["8.48", "5.92", "14.40"]
+    md = (run / "report" / "report.md").read_text()
+    assert "read as + L_HC then + L_EAC" in md and "read as + L_EAC then + L_HC" in md
+    assert md.count("Assumed: the paper's loss symbols were lost") == 3  # Tables 3 (both orders) and 6

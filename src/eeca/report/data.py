@@ -30,7 +30,8 @@ LEVEL_NAMES = {"strongly_known": "Strongly Known", "known": "Known",
 SELECTIONS = ("HDS", "HSS", "LCS", "BRS")
 # the cumulative ablation chain of Tables 3 and 4, then the Entity Prompt variants of Table 2
 CHAIN = ("baseline", "data", "hr", "hc", "eac")
-ABLATIONS = (*CHAIN, "entity_prompt_infer", "entity_prompt_train")
+# hr_eac: HR + L_EAC without L_HC, the third step of the other loss order (Table 3, eac_first)
+ABLATIONS = (*CHAIN[:4], "hr_eac", CHAIN[4], "entity_prompt_infer", "entity_prompt_train")
 
 _STR, _INT, _FLOAT = "str", "int", "float"
 RESULT_COLUMNS = {
@@ -85,7 +86,7 @@ class Cell:
 
     @property
     def label(self) -> str:
-        step = {"baseline": "baseline", "data": "", "hr": "+HR", "hc": "+HR +L_HC", "eac": "EECA",
+        step = {"baseline": "baseline", "data": "", "hr": "+HR", "hc": "+HR +L_HC", "hr_eac": "+HR +L_EAC", "eac": "EECA",
                 "entity_prompt_infer": "Entity Prompt (inference)",
                 "entity_prompt_train": "Entity Prompt (training + inference)"}[self.ablation]
         return " ".join(p for p in (self.subset, step) if p)
