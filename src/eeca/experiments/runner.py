@@ -37,7 +37,7 @@ from eeca.evaluate.generate import GenerateConfig, run_generate
 from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
 from eeca.experiments import controls as ctl
-from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand
+from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand, model_overrides
 from eeca.io import atomic_write, read_json, write_json, write_parquet
 from eeca.knowledge.select import select_table
 from eeca.train.recipes import TrainConfig
@@ -173,6 +173,7 @@ def train_overrides(cfg: ExperimentConfig, cell: dict, folder: Path) -> list[str
         f"data.entity_prompt={cell['entity_prompt']}",
         f"optim.seed={cell['seed']}",
     ]
+    overrides += [f"model.config_overrides.{k}={v}" for k, v in model_overrides(cell).items()]
     if cell["use_hr_branch"] and cfg.hr_init is not None:
         overrides.append(f"model.hr_init={cfg.hr_init}")
     return [*overrides, *cfg.train_overrides]
@@ -246,8 +247,11 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
         done, m = read_json(folder / "cell.json"), read_json(folder / "metrics.json")
         c = read_json(folder / "controls.json") if (folder / "controls.json").exists() else {}
         sky = c.get("skyline", {})
+        sweep = cell.get("sweep") or {}
         rows.append({"cell_id": cell_id(cell), "table": cell["table"], "selection": cell["selection"],
                      "size": cell["size"], "ablation": cell["ablation"], "judge": done["judge"],
+                     "sweep_param": sweep.get("param"),
+                     "sweep_value": None if sweep.get("value") is None else float(sweep["value"]),
                      "n": m["n"], "n_failed": m["n_failed"],
                      **{lv: float(m[lv]) for lv in LEVELS}, "accuracy": float(m["accuracy"]),
                      "acc_ci_low": m["acc_ci_low"], "acc_ci_high": m["acc_ci_high"],
