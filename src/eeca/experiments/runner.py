@@ -38,6 +38,7 @@ from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
 from eeca.experiments import controls as ctl
 from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand, model_overrides
+from eeca.experiments.probe import text_knowledge
 from eeca.io import atomic_write, read_json, write_json, write_parquet
 from eeca.knowledge.select import select_table
 from eeca.train.recipes import TrainConfig
@@ -147,6 +148,9 @@ def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
     if skyline is not None:
         state.wait_for_everyone()
         run_generate(dataclasses.replace(gen_cfg, test_json=skyline), folder / "skyline" / "generate")
+    if (cell["ablation"] == "baseline" and cfg.controls.text_probe and state.is_main_process
+            and not (folder / "text_probe.json").exists()):
+        text_knowledge(model, gen_cfg.test_json, folder / "text_probe.json", cfg.controls.truth, cfg.controls.scores)
     if state.is_main_process:
         judge_and_finish(cfg, cell, folder, model, gen_cfg, started=t0, skyline=skyline)
     state.wait_for_everyone()

@@ -18,7 +18,7 @@ from pathlib import Path
 from eeca.io import atomic_write
 from eeca.report import figures as F
 from eeca.report.data import Cell, check_cells, load_analysis, load_results, paper_numbers
-from eeca.report.probes import sweep_blocks
+from eeca.report.probes import sweep_blocks, text_probe_blocks
 from eeca.report.render import Block, Bullets, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
 from eeca.report.tables import NotRun, Table, count_tables, paper_tables
 
@@ -63,6 +63,7 @@ def report_command(run_dir: str, out: str | None = None, analysis: str | None = 
         blocks += _result_blocks([c for c in mine if c.sweep is None], numbers if show_paper else None, suffix, tag)
         if any(c.sweep for c in mine):  # Figure 7's cells stay out of Tables 1-7
             blocks += [Heading("Figure 7: robustness (App. A)" + suffix), *sweep_blocks(mine, tag)]
+    blocks += text_probe_blocks(run, cells)
     blocks += _analysis_blocks(found)
     missing += found.missing
     problems = check_cells(run, cells)

@@ -1,4 +1,8 @@
-"""The paper's probes beside its tables: Figure 7's robustness sweeps (App. A).
+"""The paper's probes beside its tables: Figure 1's text-only probe and Figure 7's robustness sweeps.
+
+* Figure 1 (paper section 2): VE-known x LLM-known, a 2 x 2 count of the test landmarks by whether
+  the CLIP's zero-shot top-1 is right and whether the LLM describes the landmark from its name alone
+  (``text_probe.json`` of the baseline cell, written by ``eeca.experiments.probe.text_knowledge``).
 
 * Figure 7: accuracy against each swept hyperparameter (the balancing coefficient, the sparsification
   threshold sigma, the number of HR tokens), one panel per parameter, one line per
@@ -8,11 +12,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from matplotlib.figure import Figure as MplFigure
 
 from eeca.report.data import Cell
 from eeca.report.figures import SELECTION_COLOURS, png
-from eeca.report.render import Block, Figure
+from eeca.io import read_json
+from eeca.report.render import Block, Figure, Heading
 from eeca.report.tables import NotRun, Table, num
 
 SWEEP_NAMES = {"hc_loss_weight": "L_HC weight (l2)", "eac_loss_weight": "L_EAC weight (l3)",
@@ -61,3 +68,29 @@ def sweep_blocks(cells: list[Cell], tag: str = "") -> list[Block | Table | NotRu
     return [Figure(f"fig7_sweeps{tag}", "Figure 7: accuracy against each swept hyperparameter (App. A).",
                    sweep_figure(lines), "Exact 95% intervals (Clopper-Pearson); one line per subset and step."),
             Table(f"fig7{tag}", "Figure 7's points", ["Parameter", "Cells", "Value", "Accuracy % [95% CI]", "n"], rows)]
+
+
+def text_probe_blocks(run: Path, cells: list[Cell]) -> list[Block | Table]:
+    """Figure 1's VE-known x LLM-known table from the baseline cell's ``text_probe.json`` ([] without one)."""
+    for c in cells:
+        path = Path(run, c.cell_dir, "text_probe.json")
+        if c.ablation == "baseline" and path.is_file():
+            probe = read_json(path)
+            break
+    else:
+        return []
+    t = probe["table"]
+    rows = [[name, str(t[f"{ve}/llm_known"]), str(t[f"{ve}/llm_unknown"]),
+             str(t[f"{ve}/llm_known"] + t[f"{ve}/llm_unknown"])]
+            for name, ve in (("right (VE-known)", "ve_known"), ("wrong (VE-unknown)", "ve_unknown"))]
+    rows.append(["total", *(str(sum(t[f"{ve}/{llm}"] for ve in ("ve_known", "ve_unknown")))
+                            for llm in ("llm_known", "llm_unknown")), str(probe["ve_measured"])])
+    notes = [f"{probe['n']} test landmarks of the untrained baseline, asked text only: \"{probe['prompt']}\"; "
+             f"{probe['llm_known']} described. The LLM knows a landmark when its answer holds the landmark's "
+             "town, or its country and one of its entities, or two of its entities (the rule judge's hints, "
+             "the name taken out: the question gives it).",
+             f"{probe['n'] - probe['ve_measured']} landmark(s) without the CLIP's top-1 are left out of the counts."
+             if probe["ve_measured"] < probe["n"] else "CLIP top-1 on the landmark's test image(s), zero-shot."]
+    return [Heading("Figure 1: what the LLM knows without the image (paper section 2)"),
+            Table("text_probe", "VE-known x LLM-known: CLIP top-1 on the image x the LLM's text-only description",
+                  ["CLIP top-1", "LLM describes it", "LLM does not", "total"], rows, notes)]
