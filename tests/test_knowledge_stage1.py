@@ -1,34 +1,47 @@
-"""eeca mgld stage1: top-3 by S per landmark and the S-weighted draw (paper App. B.2)."""
+"""eeca mgld stage1: top-3 by S per landmark and the softmax(S / T) draw (paper 3.1, App. B.2)."""
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from eeca.knowledge.stage1 import choose, stage1_choice
+from eeca.knowledge.stage1 import DEFAULT_TEMPERATURE, probabilities, stage1_choice
 
 
-def frequencies(ids, s, draws=3000):
+def frequencies(ids, s, draws=3000, **kw):
     ids, s = np.array(ids), np.array(s)
     counts = {}
     for seed in range(draws):
-        (_, row, _), = stage1_choice(ids, np.zeros(len(ids), np.int64), s, seed=seed)
+        (_, row, _), = stage1_choice(ids, np.zeros(len(ids), np.int64), s, seed=seed, **kw)
         counts[ids[row]] = counts.get(ids[row], 0) + 1
     return {k: v / draws for k, v in counts.items()}
 
 
-def test_draw_follows_max_s_over_the_top_three():
-    # the 4th image (S 0.1) is never a candidate; p = 0.5/1.0, 0.3/1.0, 0.2/1.0
-    f = frequencies(["w", "x", "y", "z"], [0.3, 0.5, 0.1, 0.2])
+def test_softmax_probabilities_by_hand():
+    s = np.array([0.31, 0.30, 0.29])
+    # T = 0.01 (the default): e^31, e^30, e^29 -> e^1, 1, e^-1 over e + 1 + 1/e = 4.08616
+    assert np.allclose(probabilities(s, DEFAULT_TEMPERATURE), [0.66524, 0.24473, 0.09003], atol=1e-5)
+    # T = 0.005: e^2, 1, e^-2 over 8.52439
+    assert np.allclose(probabilities(s, 0.005), [0.86681, 0.11731, 0.01588], atol=1e-5)
+    # T = 0 is the paper's 3.1 reading, the most similar image
+    assert probabilities(s, 0).tolist() == [1.0, 0.0, 0.0]
+    # a large T is uniform: what weights proportional to the raw cosines amounted to (34/33/32%)
+    assert np.allclose(probabilities(s, 100.0), 1 / 3, atol=1e-4)
+    # negative cosines need no special case
+    assert np.allclose(probabilities(np.array([0.0, -0.01]), 0.01), [0.73106, 0.26894], atol=1e-5)
+
+
+def test_draw_follows_softmax_over_the_top_three():
+    # the 4th image (S 0.1) is never a candidate; at T = 0.1: e^5, e^3, e^2 over 175.89
+    f = frequencies(["w", "x", "y", "z"], [0.3, 0.5, 0.1, 0.2], temperature=0.1)
     assert set(f) == {"x", "w", "z"}
-    for k, p in {"x": 0.5, "w": 0.3, "z": 0.2}.items():
+    for k, p in {"x": 0.84379, "w": 0.11420, "z": 0.04201}.items():
         assert abs(f[k] - p) < 3 * np.sqrt(p * (1 - p) / 3000), (k, f[k], p)  # 3 standard errors
 
 
-def test_negative_similarity_has_no_weight_and_all_zero_is_uniform():
-    rng = np.random.default_rng(0)
-    assert {choose(np.array([0.4, -0.1, -0.2]), rng) for _ in range(200)} == {0}
-    draws = np.bincount([choose(np.array([-0.3, 0.0, -0.1]), rng) for _ in range(3000)], minlength=3) / 3000
-    assert np.all(np.abs(draws - 1 / 3) < 0.04), draws
+def test_default_makes_the_top_image_the_usual_choice():
+    f = frequencies(["a", "b", "c"], [0.31, 0.30, 0.29])
+    assert f["a"] > 0.6 and f["a"] > 2 * f["b"]
+    assert frequencies(["a", "b", "c"], [0.31, 0.30, 0.29], draws=200, temperature=0) == {"a": 1.0}
 
 
 def test_ties_by_id_and_per_landmark_order():

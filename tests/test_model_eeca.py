@@ -97,6 +97,33 @@ def test_sub_image_embeddings_tell_crops_apart():
     assert blind < 1e-6 and seeing > 100 * max(blind, 1e-7)
 
 
+@pytest.mark.parametrize("switch", [{"hr_projector": "linear"}, {"sub_image_embeddings": False},
+                                    {"hr_projector": "linear", "sub_image_embeddings": False}])
+def test_toolkit_additions_switch_off(switch, tmp_path):
+    """The MLP after the resampler and the sub-image embeddings are the toolkit's, not the paper's: off,
+    the module is absent, training's forward with both losses still works, and the model round-trips."""
+    model, processor = tiny_eeca(hierarchical_labels=["tower", "lake", "bridge"], **switch)
+    names = {n for n, _ in model.named_parameters()}
+    if switch.get("hr_projector") == "linear":
+        assert isinstance(model.model.hr_projector, torch.nn.Linear)
+        assert {n for n in names if n.startswith("model.hr_projector.")} == {
+            "model.hr_projector.weight", "model.hr_projector.bias"}
+    if switch.get("sub_image_embeddings") is False:
+        assert model.model.hr_resampler.sub_image_embeddings is None
+        assert not any("sub_image_embeddings" in n for n in names)
+    inputs = batch_for(processor)
+    entity_ids = torch.tensor([[[10, 11], [12, 0]], [[16, 17], [18, 0]]])
+    out = model(**inputs, labels=inputs["input_ids"], entity_ids=entity_ids, entity_mask=entity_ids != 0,
+                hc_labels=torch.tensor([2, 0]))
+    assert all(torch.isfinite(getattr(out, k)) for k in ("loss_lm", "loss_hc", "loss_eac"))
+    assert out.image_outputs.hr_tokens.shape == (2, 8, model.config.text_config.hidden_size)
+    out.loss.backward()
+    assert model.model.hr_resampler.latents.grad.abs().sum() > 0
+    model.save_pretrained(tmp_path)
+    _, info = EecaForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+
+
 def test_losses_by_name_and_gradients_reach_hr_modules(hr_on):
     model, processor = hr_on
     inputs = batch_for(processor)
@@ -248,6 +275,7 @@ def test_missing_hr_pixels_and_misuse_are_clear_errors(hr_on):
         ("hc_loss_weight", -1.0, "hc_loss_weight"),
         ("hierarchical_labels", ["a", "a"], "duplicates"),
         ("eac_max_logit_scale", 0.0, "eac_max_logit_scale"),
+        ("hr_projector", "perceiver", "hr_projector"),
     ],
 )
 def test_config_rejects_bad_values(field, value, match):

@@ -239,7 +239,7 @@ def test_paper_numbers_beside_ours_at_paper_sizes(tmp_path, run_eeca):
     assert row(t3, "+ L_EAC")[-3:] == ["8.52", "7.00", "15.52"]
     assert row(page.tables["table6"], "Baseline")[-1] == "103/114/145/2138"
     t7 = page.tables["table7"]
-    assert t7[[r[0] for r in t7].index("For LCS-25k") + 4][-1] == "not printed"
+    assert t7[[r[0] for r in t7].index("For LCS-25k") + 4][-1] == "198/110/266/1926"  # +L_EAC of LCS-25k
 
 
 def test_no_paper_columns_for_other_sizes(full_report):
@@ -504,3 +504,51 @@ def test_runs_side_by_side_pool_paired_comparisons(tmp_path, run_eeca):
         "baseline [seed0/run]", "LCS-40 [seed0/run]", "BRS-40 [seed0/run]",
         "baseline [seed1/run]", "LCS-40 [seed1/run]", "BRS-40 [seed1/run]"]
     assert {p.name for p in (tmp_path / "both").glob("levels*.png")} == {"levels-seed0_run.png", "levels-seed1_run.png"}
+
+
+def test_table3_in_both_loss_orders_with_the_assumption_beside_the_paper(tmp_path, run_eeca):
+    # HSS-40 (-> 50k): + L_HC first (hc), and + L_EAC first (hr_eac), both ending in EECA (eac)
+    cells = {k: v for k, v in CELLS.items() if k[1] in (0, 40)} | {("HSS", 40, "hr_eac"): (23, 14, 10)}
+    run = write_run(tmp_path / "run", cells=cells, analysis=False, size_scale=1250)
+    run_eeca("report", run)
+    page = parse(run / "report" / "report.html")
+    hc_first, eac_first = page.tables["table3"], page.tables["table3_eac_first"]
+    assert [r[0] for r in hc_first[1:]] == ["Baseline", "+ HSS-50k", "+ HR Branch", "+ L_HC", "+ L_EAC"]
+    assert [r[0] for r in eac_first[1:]] == ["Baseline", "+ HSS-50k", "+ HR Branch", "+ L_EAC", "+ L_HC"]
+    assert eac_first[4][1:4] == ["23.00 (+2.00)", "14.00 (+2.00)", "37.00 (+4.00)"]  # hr_eac vs hr (21, 12)
+    assert eac_first[5][1:4] == ["24.00 (+1.00)", "13.00 (-1.00)", "37.00 (+0.00)"]  # eac vs hr_eac
+    # the paper's rows stand at their printed positions in both
+    assert hc_first[4][-3:] == eac_first[4][-3:] == ["8.48", "5.92", "14.40"]
+    md = (run / "report" / "report.md").read_text()
+    assert "read as + L_HC then + L_EAC" in md and "read as + L_EAC then + L_HC" in md
+    assert md.count("Assumed: the paper's loss symbols were lost") == 3  # Tables 3 (both orders) and 6
+
+
+def test_figure7_from_sweep_cells_kept_out_of_the_tables(tmp_path, run_eeca):
+    run = write_run(tmp_path / "run", cells={k: v for k, v in CELLS.items() if k[0] in ("none", "HSS")},
+                    analysis=False)
+    rows = pq.read_table(run / "results.parquet").to_pylist()
+    eac = next(r for r in rows if r["cell_id"] == "HSS-40-eac")
+    for r in rows:
+        r["sweep_param"], r["sweep_value"] = None, None
+    for param, value, sk in (("eac_sigma", 0.0, 30), ("eac_sigma", 0.2, 20), ("num_hr_latents", 4, 10),
+                             ("num_hr_latents", 32, 25)):
+        cid = f"HSS-40-eac-{param}={value:g}"
+        counts = {"strongly_known": sk, "known": 10, "weakly_unknown": 10, "unknown": 80 - sk}
+        rows.append({**eac, "cell_id": cid, "cell_dir": f"cells/{cid}", "sweep_param": param, "sweep_value": value,
+                     **{lv: float(c) for lv, c in counts.items()}, **{f"count_{lv}": c for lv, c in counts.items()},
+                     "accuracy": float(sk + 10), "acc_ci_low": sk + 10 - 3.5, "acc_ci_high": sk + 10 + 4.0})
+        (run / "cells" / cid).mkdir(parents=True)
+        (run / "cells" / cid / "metrics.json").write_text(json.dumps(
+            {"n": N, "n_failed": 0, "counts": counts, "accuracy": float(sk + 10)}))
+    pq.write_table(pa.Table.from_pylist(rows), run / "results.parquet")
+    run_eeca("report", run)
+    page = parse(run / "report" / "report.html")
+    assert row(page.tables["table3"], "+ L_EAC")[1:4] == ["24.00 (+2.00)", "13.00 (+0.00)", "37.00 (+2.00)"]
+    fig7 = page.tables["fig7"]
+    assert fig7[1:] == [
+        ["sparsification threshold sigma", "HSS-40 eac", "0", "40.00 [36.50, 44.00]", "100"],
+        ["sparsification threshold sigma", "HSS-40 eac", "0.2", "30.00 [26.50, 34.00]", "100"],
+        ["number of HR tokens P", "HSS-40 eac", "4", "20.00 [16.50, 24.00]", "100"],
+        ["number of HR tokens P", "HSS-40 eac", "32", "35.00 [31.50, 39.00]", "100"]]
+    assert any("fig7_sweeps" in src for src in page.imgs) or (run / "report" / "fig7_sweeps.png").is_file()

@@ -15,6 +15,9 @@ gets ``controls.json`` with:
   top-1 on the same images, each split by whether the CLIP saw the landmark.
 * **latent knowledge** (untrained baseline cells): accuracy on the test questions split by whether
   the generic stage-1/2 corpus named the landmark and whether the CLIP saw it.
+* **text-only probe** (untrained baseline cells, ``text_probe``): Figure 1's "Do you know the
+  landmark ...?" per test landmark, counted against the CLIP's top-1 (``text_probe.json``,
+  :func:`eeca.experiments.probe.text_knowledge`).
 
 The inputs the synthetic world provides (vocabulary files, skyline records, naming counts, truth,
 scores) are optional: a grid at paper scale runs the checks that need none of them.
@@ -45,6 +48,8 @@ class ControlsConfig:
     scores: Path | None = None  # scores.parquet: the CLIP's zero-shot top-1 per image
     truth: Path | None = None  # landmarks JSONL with clip_seen (synthetic world truth)
     naming: Path | None = None  # naming.jsonl of eeca synth pretrain (named captions per landmark)
+    # Figure 1's text-only probe on the baseline cell (eeca.experiments.probe.text_knowledge): text_probe.json
+    text_probe: bool = False
 
 
 def strings_in(value: Any):

@@ -204,6 +204,11 @@ def _summary(tb: Testbed, experiment: Path, times: dict[str, float]) -> None:
             latent = read_json(experiment / r["cell_dir"] / "controls.json").get("latent", {})
             print("baseline latent knowledge (accuracy on the test set): " + ", ".join(
                 f"{k} {_pct(v['accuracy'])}% (n {v['n']})" for k, v in latent.items() if "any" not in k))
+            text = experiment / r["cell_dir"] / "text_probe.json"
+            if text.is_file():
+                t = read_json(text)["table"]
+                print("Figure 1, test landmarks by CLIP top-1 x the LLM describing them from the name alone: "
+                      + ", ".join(f"{k} {v}" for k, v in t.items()))
     print(f"report: {experiment / 'report' / 'report.html'}")
 
 

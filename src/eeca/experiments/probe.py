@@ -13,23 +13,31 @@ describes a landmark from its name but does not recognise its image). Three gree
   (Figure 1's text-only probe) -- the LLM's own knowledge, which stage 3 must not erase.
 
 Writes ``probe.json`` in the model folder with the rates and twenty answers of each probe.
+
+:func:`text_knowledge` is Figure 1's probe on the test landmarks of a grid: "Do you know the landmark
+<name>? Please describe the landmark.", text only, beside the CLIP's zero-shot top-1 on the
+landmark's test image, so that VE-known x LLM-known can be counted (paper section 2: the LLM
+describes a landmark from its name that the LVLM does not recognise in its image).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from pathlib import Path
 
 import torch
 
 from eeca.evaluate.generate import build_prompt, load_model, open_image
-from eeca.evaluate.judge import normalise
+from eeca.evaluate.judge import load_ground_truth, normalise, rule_verdict
+from eeca.experiments.controls import clip_top1
 from eeca.gldv2.paths import image_relpath
-from eeca.io import read_jsonl, write_json
+from eeca.io import read_json, read_jsonl, write_json
 
 KIND_PROBE = "What kind of landmark is this?"
 ENTITY_PROBE = "What are its notable features?"
 TEXT_PROBE = "Describe {name}."
+FIGURE1_PROBE = "Do you know the landmark {name}? Please describe the landmark."  # paper section 2, Figure 1
 
 
 @torch.no_grad()
@@ -93,3 +101,46 @@ def probe_line(name: str, summary: dict) -> str:
 
     return (f"  {name:<22} category {rate('category'):>4}  entities {rate('entities'):>4}  "
             f"text-only place {rate('text'):>4}  (n {summary['category']['n']} views, {summary['text']['n']} names)")
+
+
+def llm_describes(answer: str, truth) -> tuple[bool, str]:
+    """Whether a text-only description shows the LLM knows the landmark, by the rule judge with the
+    landmark's name and aliases taken out of the truth (the question gives the name, so repeating it
+    proves nothing): its Weakly Unknown hints, i.e. the answer holds the landmark's town, or its
+    country and one of its entities, or two of its entities. (verdict, the judge's explanation)"""
+    verdict = rule_verdict([answer], dataclasses.replace(truth, name="", aliases=()))
+    return verdict.level == "weakly_unknown", verdict.explanation
+
+
+def text_knowledge(model_dir: Path, test_json: Path, out: Path, truth: Path | None = None,
+                   scores: Path | None = None, batch_size: int = 16) -> dict:
+    """Figure 1's text-only probe per test landmark, and VE-known x LLM-known; writes and returns ``out``.
+
+    VE-known: the CLIP's zero-shot top-1 (``scores.parquet``) is the landmark on most of its test
+    images (None without ``scores``). LLM-known: :func:`llm_describes` on one greedy text-only answer.
+    """
+    model, processor = load_model(Path(model_dir), "float32" if not torch.accelerator.is_available() else "bfloat16",
+                                  torch.accelerator.current_accelerator() or torch.device("cpu"))
+    ground = load_ground_truth(Path(test_json), truth)
+    by_landmark: dict[int, list[str]] = {}
+    for r in read_json(test_json):
+        by_landmark.setdefault(int(r["landmark_id"]), []).append(str(r["id"]))
+    clip = clip_top1(scores, {i for ids in by_landmark.values() for i in ids}) if scores is not None else {}
+    rows = []
+    landmarks = sorted(by_landmark)
+    for b in range(0, len(landmarks), batch_size):
+        chunk = landmarks[b:b + batch_size]
+        prompts = [build_prompt(processor, FIGURE1_PROBE.format(name=ground[by_landmark[lid][0]].name)) for lid in chunk]
+        for lid, answer in zip(chunk, greedy(model, processor, prompts, None, max_new_tokens=64), strict=True):
+            ids = by_landmark[lid]
+            known, why = llm_describes(answer, ground[ids[0]])
+            right = [clip[i] for i in ids if i in clip]
+            rows.append({"landmark_id": lid, "name": ground[ids[0]].name, "answer": answer, "llm_known": known,
+                         "ve_known": 2 * sum(right) > len(right) if right else None, "why": why})
+    table = {f"{ve}/{llm}": sum(1 for r in rows if r["ve_known"] is v and r["llm_known"] is w)
+             for ve, v in (("ve_known", True), ("ve_unknown", False)) for llm, w in (("llm_known", True),
+                                                                                    ("llm_unknown", False))}
+    summary = {"prompt": FIGURE1_PROBE, "n": len(rows), "llm_known": sum(r["llm_known"] for r in rows),
+               "ve_measured": sum(r["ve_known"] is not None for r in rows), "table": table, "landmarks": rows}
+    write_json(Path(out), summary)
+    return summary

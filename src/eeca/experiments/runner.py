@@ -37,7 +37,8 @@ from eeca.evaluate.generate import GenerateConfig, run_generate
 from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
 from eeca.experiments import controls as ctl
-from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand
+from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand, model_overrides
+from eeca.experiments.probe import text_knowledge
 from eeca.io import atomic_write, read_json, write_json, write_parquet
 from eeca.knowledge.select import select_table
 from eeca.train.recipes import TrainConfig
@@ -59,6 +60,9 @@ class ExperimentConfig:
     hc_weight: float = 1.0  # l2 of the paper's total loss when a cell turns L_HC on
     eac_weight: float = 1.0  # l3 when a cell turns L_EAC on
     seed: int = 0
+    # a checkpoint with a pre-aligned HR branch (stage 1 with use_hr_branch on, docs/train.md): the
+    # cells that turn the HR branch on start their resampler and HR projector from it, not from scratch
+    hr_init: Path | None = None
     controls: ctl.ControlsConfig = field(default_factory=ctl.ControlsConfig)
     train_overrides: list[str] = field(default_factory=list)
     generate_overrides: list[str] = field(default_factory=list)
@@ -94,7 +98,11 @@ def model_fingerprint(folder: Path) -> str:
 
 def cells_of(cfg: ExperimentConfig) -> list[dict]:
     context = context_hash(cfg)
-    return [{**c, "context": context} for c in expand(cfg.grid, cfg.table, cfg.hc_weight, cfg.eac_weight, cfg.seed)]
+    cells = [{**c, "context": context} for c in expand(cfg.grid, cfg.table, cfg.hc_weight, cfg.eac_weight, cfg.seed)]
+    if cfg.hr_init is not None:  # only the HR cells start from it
+        hr_init = model_fingerprint(Path(cfg.hr_init))[:16]
+        cells = [{**c, "hr_init": hr_init} if c["use_hr_branch"] else c for c in cells]
+    return cells
 
 
 def run_experiment(cfg: ExperimentConfig, only: list[str] | None = None) -> dict:
@@ -129,21 +137,9 @@ def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
         if state.is_main_process:
             write_subset(cfg, cell, folder)
         state.wait_for_everyone()
-        subset = folder / "train.json"
         model = folder / "train"
         if not (model / "train_summary.json").exists():
-            overrides = [
-                f"output_dir={model}",
-                f"data.path={subset}",
-                f"model.checkpoint={cfg.base_model}",
-                f"model.config_overrides.use_hr_branch={str(cell['use_hr_branch']).lower()}",
-                f"model.config_overrides.hc_loss_weight={cell['hc_loss_weight']}",
-                f"model.config_overrides.eac_loss_weight={cell['eac_loss_weight']}",
-                f"data.entity_prompt={cell['entity_prompt']}",
-                f"optim.seed={cell['seed']}",
-                *cfg.train_overrides,
-            ]
-            run_train(load_config(TrainConfig, cfg.train_recipe, overrides))
+            run_train(load_config(TrainConfig, cfg.train_recipe, train_overrides(cfg, cell, folder)))
     gen_cfg = load_config(GenerateConfig, cfg.generate, [
         f"model={model}", f"entity_prompt={str(cell['entity_prompt_at_inference']).lower()}",
         f"seed={cell['seed']}", *cfg.generate_overrides])
@@ -152,10 +148,39 @@ def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
     if skyline is not None:
         state.wait_for_everyone()
         run_generate(dataclasses.replace(gen_cfg, test_json=skyline), folder / "skyline" / "generate")
+    if (cell["ablation"] == "baseline" and cfg.controls.text_probe and state.is_main_process
+            and not (folder / "text_probe.json").exists()):
+        text_knowledge(model, gen_cfg.test_json, folder / "text_probe.json", cfg.controls.truth, cfg.controls.scores)
     if state.is_main_process:
         judge_and_finish(cfg, cell, folder, model, gen_cfg, started=t0, skyline=skyline)
     state.wait_for_everyone()
     return read_json(folder / "metrics.json")
+
+
+def train_overrides(cfg: ExperimentConfig, cell: dict, folder: Path) -> list[str]:
+    """The stage-3 recipe's overrides for a trained cell: its subset, the base model and its switches.
+
+    An input of a switched-off loss is not built: without L_HC no label head, without L_EAC no entity
+    tokens, so a +data cell trains the base model as it is, key for key (paper 3.3, Table 3's rows
+    differ in one switch each). ``hr_init`` (a pre-aligned HR branch) reaches the cells that turn the
+    HR branch on.
+    """
+    overrides = [
+        f"output_dir={folder / 'train'}",
+        f"data.path={folder / 'train.json'}",
+        f"model.checkpoint={cfg.base_model}",
+        f"model.config_overrides.use_hr_branch={str(cell['use_hr_branch']).lower()}",
+        f"model.config_overrides.hc_loss_weight={cell['hc_loss_weight']}",
+        f"model.config_overrides.eac_loss_weight={cell['eac_loss_weight']}",
+        f"data.hierarchical_labels={str(cell['hc_loss_weight'] > 0).lower()}",
+        f"data.entities={str(cell['eac_loss_weight'] > 0).lower()}",
+        f"data.entity_prompt={cell['entity_prompt']}",
+        f"optim.seed={cell['seed']}",
+    ]
+    overrides += [f"model.config_overrides.{k}={v}" for k, v in model_overrides(cell).items()]
+    if cell["use_hr_branch"] and cfg.hr_init is not None:
+        overrides.append(f"model.hr_init={cfg.hr_init}")
+    return [*overrides, *cfg.train_overrides]
 
 
 def skyline_test(cfg: ExperimentConfig, cell: dict, folder: Path, write: bool) -> Path | None:
@@ -226,8 +251,11 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
         done, m = read_json(folder / "cell.json"), read_json(folder / "metrics.json")
         c = read_json(folder / "controls.json") if (folder / "controls.json").exists() else {}
         sky = c.get("skyline", {})
+        sweep = cell.get("sweep") or {}
         rows.append({"cell_id": cell_id(cell), "table": cell["table"], "selection": cell["selection"],
                      "size": cell["size"], "ablation": cell["ablation"], "judge": done["judge"],
+                     "sweep_param": sweep.get("param"),
+                     "sweep_value": None if sweep.get("value") is None else float(sweep["value"]),
                      "n": m["n"], "n_failed": m["n_failed"],
                      **{lv: float(m[lv]) for lv in LEVELS}, "accuracy": float(m["accuracy"]),
                      "acc_ci_low": m["acc_ci_low"], "acc_ci_high": m["acc_ci_high"],

@@ -9,6 +9,7 @@ Bad values are rejected when the config is built, naming the field.
 from transformers import LlavaConfig
 
 EAC_NEGATIVES = ("image", "batch")
+HR_PROJECTORS = ("mlp", "linear")
 
 
 class EecaConfig(LlavaConfig):
@@ -21,7 +22,14 @@ class EecaConfig(LlavaConfig):
         num_hr_latents: P, learned resampler queries = HR visual tokens per image (paper: 128).
         resampler_depth / resampler_heads / resampler_head_dim / resampler_ff_mult: Perceiver resampler
             geometry (pre-LayerNorm attention + FFN blocks, final LayerNorm).
-        lm_loss_weight / hc_loss_weight / eac_loss_weight: l1, l2, l3 of the total loss (paper: 1, 1, 1).
+        hr_projector: what maps the resampler's latents (vision width) to the LLM width. "mlp" (the
+            toolkit's addition: a 2-layer GELU MLP of the LR projector's shape) or "linear" (one linear
+            map, the least a width change needs; the paper names no module there).
+        sub_image_embeddings: add a learned embedding per sub-image (LR image, each crop) to its features
+            before the resampler (the toolkit's addition, so the resampler knows which crop a feature
+            comes from; the paper does not say). False: no such parameter.
+        lm_loss_weight / hc_loss_weight / eac_loss_weight: l1, l2, l3 of the total loss (default 1, 1, 1: the
+            paper's values were lost in its text, App. A "We set the value of and , respectively").
         hierarchical_labels: the L_HC label vocabulary (names, saved with the model); index = class id;
             None = no L_HC head. `num_hierarchical_labels` is its length.
         eac_negatives: "image" (contrast the entities of one image, as SPARC) or "batch" (every entity in
@@ -41,6 +49,8 @@ class EecaConfig(LlavaConfig):
     resampler_heads: int = 16
     resampler_head_dim: int = 64
     resampler_ff_mult: int = 4
+    hr_projector: str = "mlp"
+    sub_image_embeddings: bool = True
     lm_loss_weight: float = 1.0
     hc_loss_weight: float = 1.0
     eac_loss_weight: float = 1.0
@@ -72,6 +82,8 @@ class EecaConfig(LlavaConfig):
         for name in ("lm_loss_weight", "hc_loss_weight", "eac_loss_weight"):
             if float(getattr(self, name)) < 0:
                 raise ValueError(f"EecaConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if self.hr_projector not in HR_PROJECTORS:
+            raise ValueError(f"EecaConfig.hr_projector must be one of {HR_PROJECTORS}, got {self.hr_projector!r}")
         if self.eac_negatives not in EAC_NEGATIVES:
             raise ValueError(f"EecaConfig.eac_negatives must be one of {EAC_NEGATIVES}, got {self.eac_negatives!r}")
         if self.eac_sigma is not None and not 0.0 <= float(self.eac_sigma) < 1.0:

@@ -6,10 +6,11 @@ branches, LLM), the model with the LM head and the three losses.
 - LR branch: exactly transformers' Llava (vision_feature_layer -2, CLS dropped, 2-layer GELU MLP);
   576 tokens at 336 px.
 - HR branch: the G x G crops of the image at G * 336 px and the LR image go through the SAME vision
-  tower (5 x 576 = 2,880 features at paper geometry); a learned embedding per sub-image is added;
-  a Flamingo-style Perceiver resampler [2] (learned latents attending to concat(features, latents),
-  pre-LayerNorm, FFN x4, final LayerNorm) gives P = 128 latents; an MLP of the LR projector's shape
-  maps them to the LLM width.
+  tower (5 x 576 = 2,880 features at paper geometry); a learned embedding per sub-image is added
+  (the toolkit's addition, ``sub_image_embeddings``); a Flamingo-style Perceiver resampler [2] (learned
+  latents attending to concat(features, latents), pre-LayerNorm, FFN x4, final LayerNorm) gives
+  P = 128 latents; an MLP of the LR projector's shape maps them to the LLM width (the toolkit's
+  addition, ``hr_projector="mlp"``; ``"linear"`` is a single linear map).
 - Visual tokens V = [V_HR (P); V_LR (576)] fill the expanded `<image>` placeholders (704 per image).
 - Total loss l1 L_LM + l2 L_HC + l3 L_EAC (`losses.py`); each term is returned by name.
 
@@ -121,8 +122,11 @@ class EecaPerceiverResampler(nn.Module):
         super().__init__()
         dim = config.vision_config.hidden_size
         num_sub_images = 1 + config.hr_grid**2
+        self.num_sub_images = num_sub_images
         self.latents = nn.Parameter(torch.empty(config.num_hr_latents, dim))
-        self.sub_image_embeddings = nn.Parameter(torch.empty(num_sub_images, dim))
+        # the toolkit's addition (config.sub_image_embeddings): which sub-image a feature comes from
+        self.sub_image_embeddings = (nn.Parameter(torch.empty(num_sub_images, dim))
+                                     if config.sub_image_embeddings else None)
         self.layers = nn.ModuleList(
             nn.ModuleList(
                 [
@@ -135,11 +139,11 @@ class EecaPerceiverResampler(nn.Module):
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if features.shape[1] != self.sub_image_embeddings.shape[0]:
-            raise ValueError(
-                f"resampler expects {self.sub_image_embeddings.shape[0]} sub-images per image, got {features.shape[1]}"
-            )
-        media = features + self.sub_image_embeddings[None, :, None, :].to(features.dtype)  # [B, S_sub, N, D]
+        if features.shape[1] != self.num_sub_images:
+            raise ValueError(f"resampler expects {self.num_sub_images} sub-images per image, got {features.shape[1]}")
+        media = features  # [B, S_sub, N, D]
+        if self.sub_image_embeddings is not None:
+            media = media + self.sub_image_embeddings[None, :, None, :].to(features.dtype)
         media = media.flatten(1, 2)  # [B, S_sub * N, D]
         latents = self.latents.to(media.dtype).expand(media.shape[0], -1, -1)  # [B, P, D]
         for attention, feed_forward in self.layers:
@@ -170,7 +174,8 @@ class EecaPreTrainedModel(LlavaPreTrainedModel):
         std = getattr(self.config.get_text_config(), "initializer_range", 0.02)
         if isinstance(module, EecaPerceiverResampler):
             init.normal_(module.latents, mean=0.0, std=std)
-            init.normal_(module.sub_image_embeddings, mean=0.0, std=std)
+            if module.sub_image_embeddings is not None:
+                init.normal_(module.sub_image_embeddings, mean=0.0, std=std)
         elif isinstance(module, EecaLogitScale):
             init.constant_(module.t, self.config.eac_logit_scale_init)
 
@@ -186,7 +191,9 @@ class EecaModel(EecaPreTrainedModel, LlavaModel):
         self.language_model = AutoModel.from_config(config.text_config)
         if config.use_hr_branch:
             self.hr_resampler = EecaPerceiverResampler(config)
-            self.hr_projector = LlavaMultiModalProjector(config)
+            # "mlp": the toolkit's addition, the LR projector's shape; "linear": only the width change
+            self.hr_projector = (LlavaMultiModalProjector(config) if config.hr_projector == "mlp" else
+                                 nn.Linear(config.vision_config.hidden_size, config.text_config.hidden_size))
         else:
             self.hr_resampler = self.hr_projector = None
         self.post_init()

@@ -20,6 +20,7 @@ from eeca.report import figures as F
 from eeca.report.browser import BrowserCell, browser_data, to_browser_html
 from eeca.report.data import Cell, cell_order, check_cells, load_analysis, load_results, load_train_log, paper_numbers
 from eeca.report.paired import paired_table
+from eeca.report.probes import sweep_blocks, text_probe_blocks
 from eeca.report.questions import CellAnswers, load_cell, load_truth, thumbnail
 from eeca.report.render import Block, Bullets, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
 from eeca.report.tables import NOT_RUN, NotRun, Table, count_tables, paper_tables, probe_tables
@@ -78,12 +79,16 @@ def report_command(run_dirs: list[str], out: str | None = None, analysis: str | 
         for judge in sorted({c.judge for c in cells}):
             suffix = run_suffix + (f" (judge: {judge})" if len(judges) > 1 else "")
             tag = re.sub(r"[^\w.-]+", "_", suffix.replace(" (run ", "-").replace(" (judge: ", "-").replace(")", ""))
-            blocks += _result_blocks([c for c in cells if c.judge == judge], numbers if show_paper else None, suffix, tag)
+            mine = [c for c in cells if c.judge == judge]
+            blocks += _result_blocks([c for c in mine if c.sweep is None], numbers if show_paper else None, suffix, tag)
+            if any(c.sweep for c in mine):  # Figure 7's cells stay out of Tables 1-7
+                blocks += [Heading("Figure 7: robustness (App. A)" + suffix), *sweep_blocks(mine, tag)]
             paired = paired_table([(run, cells)], answers, judge, suffix) if len(runs) == 1 else None
             if paired is not None:
                 blocks.insert(next(i for i, b in enumerate(blocks) if isinstance(b, Heading) and b.text == "Figures" + suffix),
                               paired)
         blocks += _training_blocks(run, cells, run_suffix)
+        blocks += text_probe_blocks(run, cells)
     blocks += _analysis_blocks(found)
     missing += found.missing
     if every:

@@ -30,7 +30,8 @@ LEVEL_NAMES = {"strongly_known": "Strongly Known", "known": "Known",
 SELECTIONS = ("HDS", "HSS", "LCS", "BRS")
 # the cumulative ablation chain of Tables 3 and 4, then the Entity Prompt variants of Table 2
 CHAIN = ("baseline", "data", "hr", "hc", "eac")
-ABLATIONS = (*CHAIN, "entity_prompt_infer", "entity_prompt_train")
+# hr_eac: HR + L_EAC without L_HC, the third step of the other loss order (Table 3, eac_first)
+ABLATIONS = (*CHAIN[:4], "hr_eac", CHAIN[4], "entity_prompt_infer", "entity_prompt_train")
 
 _STR, _INT, _FLOAT = "str", "int", "float"
 RESULT_COLUMNS = {
@@ -71,6 +72,7 @@ class Cell:
     count_unknown: int
     cell_dir: str
     controls: dict = field(default_factory=dict)  # CONTROL_COLUMNS present in the run, None where not run
+    sweep: tuple[str, float] | None = None  # (parameter, value) of a Figure 7 sweep cell; None for the others
 
     def pct(self, level: str) -> float:
         return getattr(self, level)
@@ -85,10 +87,11 @@ class Cell:
 
     @property
     def label(self) -> str:
-        step = {"baseline": "baseline", "data": "", "hr": "+HR", "hc": "+HR +L_HC", "eac": "EECA",
+        step = {"baseline": "baseline", "data": "", "hr": "+HR", "hc": "+HR +L_HC", "hr_eac": "+HR +L_EAC", "eac": "EECA",
                 "entity_prompt_infer": "Entity Prompt (inference)",
                 "entity_prompt_train": "Entity Prompt (training + inference)"}[self.ablation]
-        return " ".join(p for p in (self.subset, step) if p)
+        swept = f"{self.sweep[0]}={self.sweep[1]:g}" if self.sweep else ""
+        return " ".join(p for p in (self.subset, step, swept) if p)
 
 
 def cell_order(c: Cell) -> tuple:
@@ -119,6 +122,8 @@ def load_results(path: Path) -> list[Cell]:
     cells: list[Cell] = []
     seen = set()
     controls = {k: table.column(k).to_pylist() for k in CONTROL_COLUMNS if k in table.column_names}
+    sweeps = (list(zip(table.column("sweep_param").to_pylist(), table.column("sweep_value").to_pylist(), strict=True))
+              if {"sweep_param", "sweep_value"} <= set(table.column_names) else [(None, None)] * table.num_rows)
     for i, row in enumerate(table.select(list(RESULT_COLUMNS)).to_pylist(), 1):
         where = f"{path}: row {i} (cell_id {row['cell_id']!r})"
         for name, value in row.items():
@@ -135,7 +140,8 @@ def load_results(path: Path) -> list[Cell]:
             raise ValueError(f"{where}: a second row for cell {row['cell_id']!r} and judge {row['judge']!r}")
         seen.add(key)
         cells.append(Cell(**{k: float(v) if RESULT_COLUMNS[k] == _FLOAT else v for k, v in row.items()},
-                          controls={k: controls[k][i - 1] for k in controls}))
+                          controls={k: controls[k][i - 1] for k in controls},
+                          sweep=None if sweeps[i - 1][0] is None else (sweeps[i - 1][0], float(sweeps[i - 1][1]))))
     return sorted(cells, key=cell_order)
 
 

@@ -25,6 +25,12 @@ from eeca.report.data import CHAIN, LEVEL_NAMES, LEVELS, SELECTIONS, Cell, cell_
 TABLE1_ORDER = (("BRS", "Reference"), ("LCS", "VE-Unknown"), ("HSS", "VE-Known"), ("HDS", "VE-Known"))
 STEP_NAMES = {"baseline": "Baseline", "hr": "+ HR Branch", "hc": "+ L_HC", "eac": "+ L_EAC"}
 NOT_RUN = "not run"
+# Table 3's two loss orders (the paper's loss symbols were lost): the chain of cells and the name of
+# each loss row, what it adds to the row above
+ORDERS = {"hc_first": (CHAIN, {"hc": "+ L_HC", "eac": "+ L_EAC"}),
+          "eac_first": ((*CHAIN[:3], "hr_eac", "eac"), {"hr_eac": "+ L_EAC", "eac": "+ L_HC"})}
+ORDER_NOTE = ("Assumed: the paper's loss symbols were lost in its text; its two rows after + HR Branch are "
+              "shown in printed order and read as {} (the grid's ablation hr_eac runs the other order).")
 
 
 @dataclass
@@ -67,9 +73,9 @@ def chain_key(cells: list[Cell]) -> tuple[str, int] | None:
     """The (selection, size) of Table 3: the one with the most ablation steps run (ties: larger size)."""
     steps: dict[tuple[str, int], set[str]] = {}
     for c in cells:
-        if c.ablation in CHAIN[1:] and c.selection in SELECTIONS:
+        if c.ablation in (*CHAIN[1:], "hr_eac") and c.selection in SELECTIONS:
             steps.setdefault((c.selection, c.size), set()).add(c.ablation)
-    keys = [k for k, s in steps.items() if s & {"hr", "hc", "eac"}]
+    keys = [k for k, s in steps.items() if s & {"hr", "hc", "hr_eac", "eac"}]
     if not keys:
         return None
     return min(keys, key=lambda k: (-len(steps[k]), -k[1], SELECTIONS.index(k[0])))
@@ -132,41 +138,51 @@ def table1(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
     return [acc, gain]
 
 
-def _chain_rows(cells: list[Cell], key: tuple[str, int]) -> list[tuple[str, Cell | None]]:
+def _chain_rows(cells: list[Cell], key: tuple[str, int], chain: tuple[str, ...] = CHAIN) -> list[tuple[str, Cell | None]]:
     """(ablation, cell) for each step of the chain at ``key``; the baseline is the untrained cell."""
-    return [(a, find(cells, "baseline") if a == "baseline" else find(cells, a, *key)) for a in CHAIN]
+    return [(a, find(cells, "baseline") if a == "baseline" else find(cells, a, *key)) for a in chain]
 
 
 def _step_name(ablation: str, data_label: str) -> str:
     return data_label if ablation == "data" else STEP_NAMES[ablation]
 
 
-def table3(cells: list[Cell], paper: dict | None) -> Table | NotRun:
-    title = "Table 3: ablation"
+def table3(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
+    """Table 3 in each loss order the run has cells for (+ L_HC first unless only hr_eac cells ran)."""
     key = chain_key(cells)
     if key is None:
-        return NotRun("table3", title, "needs +HR, +L_HC or +L_EAC cells")
+        return [NotRun("table3", "Table 3: ablation", "needs +HR, +L_HC or +L_EAC cells")]
+    ran = {c.ablation for c in cells if (c.selection, c.size) == key}
+    orders = [o for o, third in (("hc_first", "hc"), ("eac_first", "hr_eac")) if third in ran] or ["hc_first"]
+    return [table3_order(cells, paper, key, order) for order in orders]
+
+
+def table3_order(cells: list[Cell], paper: dict | None, key: tuple[str, int], order: str) -> Table:
+    chain, names = ORDERS[order]
     subset = f"{key[0]}-{fmt_size(key[1])}"
     columns = ["Method", "Strongly Known", "Known", "Accuracy"]
     p = paper["table3"] if paper else None
     if p:
         columns += ["Strongly Known (paper)", "Known (paper)", "Accuracy (paper)"]
     rows, prev = [], None
-    for ablation, cell in _chain_rows(cells, key):
-        row = [_step_name(ablation, f"+ {subset}")]
+    for (ablation, cell), printed in zip(_chain_rows(cells, key, chain), CHAIN, strict=True):
+        row = [names.get(ablation) or _step_name(ablation, f"+ {subset}")]
         if cell is None:
             row += [NOT_RUN] * 3
         else:
             row += [with_delta(getattr(cell, f), None if prev is None else getattr(prev, f))
                     for f in ("strongly_known", "known", "accuracy")]
             prev = cell
-        if p:
-            row += [num(p["rows"][ablation][f]) for f in ("strongly_known", "known", "accuracy")]
+        if p:  # the paper's row at the same position
+            row += [num(p["rows"][printed][f]) for f in ("strongly_known", "known", "accuracy")]
         rows.append(row)
     notes = [f"{subset}; in parentheses: difference to the row above that was run (percentage points)."]
     if p:
-        notes.append(f"Paper: {p['selection']}-{fmt_size(p['size'])}.")
-    return Table("table3", f"{title} on {subset} (%)", columns, rows, notes)
+        notes.append(f"Paper: {p['selection']}-{fmt_size(p['size'])}. "
+                     + ORDER_NOTE.format(" then ".join(names[a] for a in chain[3:])))
+    title = "Table 3: ablation" + (", + L_EAC first" if order == "eac_first" else "")
+    return Table("table3" if order == "hc_first" else "table3_eac_first", f"{title} on {subset} (%)", columns,
+                 rows, notes)
 
 
 def table2(cells: list[Cell], paper: dict | None) -> Table | NotRun:
@@ -222,7 +238,7 @@ def table4(cells: list[Cell], paper: dict | None) -> Table | NotRun:
         rows.append(row)
     notes = ["Accuracy (%); in parentheses: difference to the baseline (percentage points)."]
     if p:
-        notes.append(f"Paper: {fmt_size(paper['table4']['size'])} subsets.")
+        notes.append(f"Paper: {fmt_size(paper['table4']['size'])} subsets. " + ORDER_NOTE.format("+ L_HC then + L_EAC"))
     return Table("table4", title, columns, rows, notes)
 
 
@@ -246,7 +262,8 @@ def table6(cells: list[Cell], paper: dict | None) -> Table | NotRun:
             row.append("/".join(map(str, paper["table6"][ablation])))
         rows.append(row)
     columns = ["Method", *COUNT_COLUMNS] + (["SK/K/WU/U (paper)"] if paper else [])
-    return Table("table6", f"{title} on {subset}", columns, rows)
+    return Table("table6", f"{title} on {subset}", columns, rows,
+                 [ORDER_NOTE.format("+ L_HC then + L_EAC")] if paper else [])
 
 
 def table7(cells: list[Cell], paper: dict | None) -> Table | NotRun:
@@ -268,7 +285,7 @@ def table7(cells: list[Cell], paper: dict | None) -> Table | NotRun:
             rows.append([name, *_counts(find(cells, ablation, s, size)),
                          *paper_col(paper and paper["table7"][s].get(ablation))])
     columns = ["Method", *COUNT_COLUMNS] + (["SK/K/WU/U (paper)"] if paper else [])
-    return Table("table7", title, columns, rows)
+    return Table("table7", title, columns, rows, [ORDER_NOTE.format("+ L_HC then + L_EAC")] if paper else [])
 
 
 def all_cells(cells: list[Cell]) -> Table:
@@ -339,7 +356,7 @@ def probe_tables(probe: dict) -> list[Table]:
 
 def paper_tables(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:
     """Tables 1-4 in the paper's order (Table 1 may come as two: accuracy and gain over baseline)."""
-    return [*table1(cells, paper), table2(cells, paper), table3(cells, paper), table4(cells, paper)]
+    return [*table1(cells, paper), table2(cells, paper), *table3(cells, paper), table4(cells, paper)]
 
 
 def count_tables(cells: list[Cell], paper: dict | None) -> list[Table | NotRun]:

@@ -66,6 +66,9 @@ class ModelInit:
     llm_path: Path | None = None
     architecture: Literal["eeca", "llava"] = "eeca"
     config_overrides: dict[str, Any] = field(default_factory=dict)
+    # a checkpoint whose HR resampler and HR projector start this model's (a stage-1 pass with the HR
+    # branch on pre-aligns them; docs/train.md); without it a model that turns the HR branch on starts it new
+    hr_init: Path | None = None
 
     def __post_init__(self):
         if (self.checkpoint is None) == (self.vision_path is None or self.llm_path is None):
@@ -163,10 +166,40 @@ def load_model_and_processor(init: ModelInit, extra: dict[str, Any]):
         from eeca.model.processing_eeca import processor_for
 
         model = model_class(init.architecture).from_pretrained(init.checkpoint, **overrides)
-        return model, processor_for(model.config, AutoProcessor.from_pretrained(init.checkpoint))
-    from eeca.model.build import build_eeca
+        processor = processor_for(model.config, AutoProcessor.from_pretrained(init.checkpoint))
+    else:
+        from eeca.model.build import build_eeca
 
-    return build_eeca(init.vision_path, init.llm_path, overrides)
+        model, processor = build_eeca(init.vision_path, init.llm_path, overrides)
+    if init.hr_init is not None and getattr(model.config, "use_hr_branch", False):
+        load_hr_branch(model, Path(init.hr_init))
+    return model, processor
+
+
+HR_PREFIXES = ("model.hr_resampler.", "model.hr_projector.")
+
+
+def load_hr_branch(model, folder: Path) -> int:
+    """Copy the HR resampler and HR projector of the checkpoint in ``folder`` into ``model``; the number
+    of tensors copied. Its HR branch must have this model's geometry, every tensor of it."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"model.hr_init: no *.safetensors weights in {folder}")
+    state = {}
+    for path in files:
+        with safe_open(path, "pt") as f:
+            state.update({k: f.get_tensor(k) for k in f.keys() if k.startswith(HR_PREFIXES)})
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(HR_PREFIXES)}
+    bad = sorted(k for k in own if k not in state or state[k].shape != own[k].shape)
+    if bad or set(state) - set(own):
+        raise ValueError(f"model.hr_init: {folder} has no HR branch of this model's geometry "
+                         f"({len(bad)} of its {len(own)} HR tensors missing or shaped otherwise, e.g. "
+                         f"{(bad or sorted(set(state) - set(own)))[0]}); pre-align with the same hr_grid, "
+                         f"num_hr_latents and resampler_*")
+    model.load_state_dict(state, strict=False)
+    return len(state)
 
 
 def checkpoint_label_vocabulary(init: ModelInit) -> list[str]:
