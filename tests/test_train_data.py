@@ -157,3 +157,22 @@ def test_collator_pads_right_and_stacks_image_rows(tmp_path):
         assert (batch["labels"][b, n:] == -100).all() and batch["attention_mask"][b].sum() == n
     assert batch["pixel_values"].shape[0] == 2 and batch["hc_labels"].shape == (2,)
     assert batch["entity_ids"].shape[:2] == (2, 2) and not batch["entity_mask"][0, 1].any()
+
+
+def test_a_selection_manifest_picks_its_records_in_its_order_and_names_unknown_ids(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from eeca.knowledge.select import select_table
+    from eeca.train.data import DataError, select_records
+
+    records = [{"id": f"{i:016x}", "landmark_id": i, "s_gt": 0.1 * i, "rsr": 1.0 - 0.1 * i,
+                "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]} for i in range(6)]
+    pool = pa.table({k: [r[k] for r in records] for k in ("id", "landmark_id", "s_gt", "rsr")})
+    pq.write_table(select_table(pool, "hss", 3), tmp_path / "HSS-3.parquet")  # what `eeca select` writes
+    chosen = select_records(records, tmp_path / "HSS-3.parquet", "train.json")
+    assert [r["id"] for r in chosen] == [f"{i:016x}" for i in (5, 4, 3)]  # highest S first
+    with pytest.raises(DataError, match=r"HSS-3.parquet: field 'id': 3 of its 3 ids are not records of train.json"):
+        select_records(records[:2], tmp_path / "HSS-3.parquet", "train.json")
+    with pytest.raises(DataError, match="cannot read a selection manifest"):
+        select_records(records, tmp_path / "missing.parquet", "train.json")

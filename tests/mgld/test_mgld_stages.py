@@ -34,6 +34,7 @@ def test_template_stages_write_complete_mgld_with_split(world, capsys):
     out = world["root"] / "out"
     train, test = (json.loads((out / f).read_text()) for f in ("train.json", "test.json"))
     assert len(train) == 9 and len(test) == 3
+    assert json.loads((out / "test_eval.json").read_text()) == test  # 3 test records < eval_count 2,500: all
     by_id = {r["id"]: r for r in world["rows"]}
     lms = {m["landmark_id"]: m for m in world["landmarks"]}
     truth = {json.loads(x)["landmark_id"]: json.loads(x)

@@ -35,6 +35,7 @@ from eeca.train.data import (
     build_label_vocabulary,
     read_records,
     resolve_chat_template,
+    select_records,
     set_pad_token,
 )
 
@@ -300,6 +301,8 @@ def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
 
     t0 = time.time()
     records = read_records(cfg.data.path)
+    if cfg.data.selection is not None:
+        records = select_records(records, cfg.data.selection, str(cfg.data.path))
     extra: dict[str, Any] = {}
     if cfg.data.hierarchical_labels:
         vocab = checkpoint_label_vocabulary(cfg.model) or build_label_vocabulary(records)
