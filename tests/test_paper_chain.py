@@ -135,8 +135,9 @@ def build_world(root: Path, with_llava: bool = False) -> None:
     if with_llava:
         from train_helpers import save_clip_and_llm, write_llava_json
 
-        tower, llm = save_clip_and_llm(root / "checkpoints")
+        tower, llm = save_clip_and_llm(root / "checkpoints" / "parts")  # its clip/ is a vision tower only
         tower.rename(root / "checkpoints" / "clip-tower")
+        llm.rename(root / "checkpoints" / "llm")
         for stage in (1, 2):
             path = write_llava_json(root / "data" / "llava", n=6, text_only=2 * (stage - 1), seed=stage)
             path.rename(root / "data" / "llava" / f"stage{stage}.json")
