@@ -111,30 +111,37 @@ class Sample:
     facts: dict  # name, hierarchical_label, supercategory, natural_or_human_made, [+ truth fields]
 
 
-def stage2_command(config: Path, overrides: list[str], strict: bool = False) -> int:
+def stage2_command(config: Path, overrides: list[str], strict: bool = False, dry_run: bool = False) -> int:
     """MGLD stage 2: answer each sample's question about its image (resumable).
 
     Args:
         config: MGLD YAML (configs/synth/mgld.yaml, configs/paper/mgld.yaml).
         overrides: field=value pairs applied over the YAML (e.g. annotator.concurrency=16).
         strict: exit with status 1 when any sample failed (they are listed either way).
+        dry_run: print the requests, estimated tokens and cost at the annotator's prices; send nothing.
     """
-    return _command("stage2", config, overrides, strict)
+    return _command("stage2", config, overrides, strict, dry_run)
 
 
-def stage3_command(config: Path, overrides: list[str], strict: bool = False) -> int:
+def stage3_command(config: Path, overrides: list[str], strict: bool = False, dry_run: bool = False) -> int:
     """MGLD stage 3: entities and refined hierarchical labels, then the train/test MGLD files.
 
     Args:
         config: the same MGLD YAML as stage 2.
         overrides: field=value pairs applied over the YAML.
         strict: exit with status 1 when any sample failed (they are listed either way).
+        dry_run: print the requests, estimated tokens and cost at the annotator's prices; send nothing.
     """
-    return _command("stage3", config, overrides, strict)
+    return _command("stage3", config, overrides, strict, dry_run)
 
 
-def _command(stage: str, config: Path, overrides: list[str], strict: bool) -> int:
+def _command(stage: str, config: Path, overrides: list[str], strict: bool, dry_run: bool = False) -> int:
     cfg = load_config(MgldConfig, config, overrides)
+    if dry_run:
+        from eeca.mgld.estimate import dry_run_line
+
+        print(dry_run_line(cfg, stage))
+        return 0
     try:
         summary = run_stage2(cfg) if stage == "stage2" else run_stage3(cfg)
     except FatalChatError as e:
