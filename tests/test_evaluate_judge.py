@@ -348,3 +348,27 @@ def test_kappa_and_confusion_match_sklearn():
     assert got["n"] == 199
     assert got["kappa"] == pytest.approx(cohen_kappa_score(ref_a, ref_b), abs=1e-12)
     assert got["confusion"] == confusion_matrix(ref_a, ref_b, labels=list(LEVELS)).tolist()
+
+
+def test_dry_run_estimates_the_cost_and_sends_nothing_and_limit_judges_the_first_questions(tmp_path, capsys):
+    from eeca.evaluate.judge import CHARS_PER_TOKEN, estimate_cost, judge_messages, load_ground_truth, load_prompt
+
+    with JudgeServer() as server:
+        cfg = llm_cfg(tmp_path, server.url, max_tokens=300, price_input_per_mtok=2.5, price_output_per_mtok=10.0)
+        yaml = tmp_path / "judge.yaml"
+        yaml.write_text("".join(f"{k}: {v}\n" for k, v in to_dict(cfg).items() if v is not None))
+        assert main(["judge", str(yaml), str(tmp_path / "dry"), "--dry-run"]) == 0
+        assert sum(server.attempts.values()) == 0 and not (tmp_path / "dry").exists()
+        # by hand: every filled prompt's characters / 4, and 8 questions x 300 output tokens at most
+        system, template, _ = load_prompt("judge_v1")
+        truth = load_ground_truth(tmp_path / "test.json", None)
+        chars = sum(len(m["content"]) for g in read_jsonl(tmp_path / "generations.jsonl")
+                    for m in judge_messages(system, template, g["responses"], truth[g["id"]]))
+        e = estimate_cost(cfg)
+        assert e == {"requests": 8, "input_tokens": round(chars / CHARS_PER_TOKEN), "max_output_tokens": 2400,
+                     "max_cost_usd": round((round(chars / 4) * 2.5 + 2400 * 10.0) / 1e6, 2)}
+        assert f"judge dry run: 8 requests to judge-model; ~{e['input_tokens']} input tokens" in capsys.readouterr().out
+        write_inputs(tmp_path, {"a": "Alpha lvl=known", "b": "Bravo lvl=unknown", "h": "Hotel lvl=unknown"})
+        assert main(["judge", str(yaml), str(tmp_path / "trial"), "--limit", "2"]) == 0
+        assert sorted(server.attempts) == ["Alpha lvl=known", "Bravo lvl=unknown"]  # Hotel, the third, not asked
+        assert read_json(tmp_path / "trial" / "metrics.json")["n"] == 2

@@ -118,3 +118,41 @@ def test_kill9_mid_grid_then_rerun_finishes_only_missing_cells(tmp_path):
     for name, mtime in finished.items():  # finished cells were not run again
         assert (cells / name / "cell.json").stat().st_mtime_ns == mtime
     assert pq.read_table(tmp_path / "run" / "results.parquet").num_rows == 5
+
+
+def test_infeasible_cells_are_all_refused_before_anything_trains(tmp_path, capsys):
+    """A Figure-5-like grid on a pool of 7: LCS and sizes beyond the pool cannot exist; none of the grid runs."""
+    from eeca.cli import main
+    from eeca.experiments.feasibility import InfeasibleGrid
+
+    path = write_grid(tmp_path, ["baseline", "data"], selections=("HDS", "LCS", "BRS"))
+    pool = json.loads((tmp_path / "data" / "train.json").read_text())
+    for i, r in enumerate(pool):  # S and RSR rise together: 3 of 7 lie strictly below both medians (i = 0, 1, 2)
+        r["s_gt"], r["rsr"] = 0.1 * i, 0.1 * i
+    (tmp_path / "data" / "train.json").write_text(json.dumps(pool))
+    grid = yaml.safe_load(path.read_text())
+    grid["grid"] = [{"selections": ["HDS", "LCS", "BRS"], "sizes": [3, 4, 8], "ablations": ["baseline", "data"]}]
+    grid["generate_overrides"] = [f"image_root={tmp_path / 'no-images'}"]
+    path.write_text(yaml.safe_dump(grid))
+    cfg = load_config(ExperimentConfig, path)
+    with pytest.raises(InfeasibleGrid) as e:
+        run_experiment(cfg, source=str(path))
+    lines = str(e.value).splitlines()
+    assert lines[0] == f"{path}: 5 problem(s), no cell was run:"
+    assert sorted(line.split(":")[0] for line in lines[1:]) == [
+        "  - cell BRS-8-data", "  - cell HDS-8-data", "  - cell LCS-4-data", "  - cell LCS-8-data", "  - field 'image_root'"]
+    assert "LCS: only 3 images have both S < 0.3000 and RSR < 0.3000" in str(e.value)
+    assert f"  - field 'image_root': no such file or folder {tmp_path / 'no-images'}" in lines
+    assert not (tmp_path / "run").exists()  # nothing selected, trained or written
+    assert main(["experiment", str(path), "--dry-run"]) == 2
+    out = capsys.readouterr().out
+    assert "experiment t: 10 cells" in out and "  LCS-3-data" in out and "5 problem(s): nothing would run" in out
+    # raising the LCS quantile makes LCS-4 possible (4 of 7 below both 0.7-quantiles, i = 0..3): one problem fewer
+    assert len(grid_problems_of(path, ["lcs_quantile=0.7"])) == 4
+    assert main(["experiment", str(path)]) == 2 and not (tmp_path / "run").exists()
+
+
+def grid_problems_of(path, overrides):
+    from eeca.experiments.feasibility import grid_problems
+
+    return grid_problems(load_config(ExperimentConfig, path, overrides), str(path))

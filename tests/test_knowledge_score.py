@@ -206,3 +206,23 @@ def test_two_processes_write_the_same_file_as_one(clip_dir, world, tmp_path, run
     assert _scores_bytes(two) == _scores_bytes(one)
     summary = json.loads((two / "score_summary.json").read_text())
     assert summary["scored"] == 35
+
+
+@pytest.mark.parametrize("model, message", [
+    ("{tmp}/no-such-clip", "model: no model folder {tmp}/no-such-clip"),
+    ("nobody-here/no-such-clip", "model: nobody-here/no-such-clip is neither a local folder nor in the Hugging Face "
+                                 "cache, and downloads are off (HF_HUB_OFFLINE / local_files_only); fetch it first: "
+                                 "hf download nobody-here/no-such-clip --local-dir checkpoints/no-such-clip"),
+])
+def test_a_missing_model_is_one_line_and_leaves_no_output_behind(tmp_path, monkeypatch, capsys, model, message):
+    from eeca.cli import main
+    from knowledge_helpers import make_landmarks
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    images, landmarks = make_landmarks(tmp_path / "gl", n_landmarks=2, per_landmark=1)
+    out = tmp_path / "score"
+    model = model.format(tmp=tmp_path)
+    assert main(["score", str(images), str(landmarks), str(tmp_path / "gl"), str(out), "--model", model]) == 1
+    err = capsys.readouterr().err
+    assert err == f"eeca score: error: {message.format(tmp=tmp_path)}\n"
+    assert not out.exists()  # no empty emb/ left behind

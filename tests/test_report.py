@@ -162,10 +162,11 @@ def test_table2_and_table4_and_counts(full_report):
     assert row(t4, "+ HR Branch")[1:] == ["27.00 (+17.00)", "23.00 (+13.00)", "not run"]
     assert row(t4, "+ L_EAC")[1:] == ["30.00 (+20.00)", "not run", "not run"]
     t6 = page.tables["table6"]
-    assert row(t6, "+ L_EAC")[1:] == ["24", "13", "10", "53", "0"]
+    assert t6[0][:2] == ["Method", "n"]  # every absolute-count table states how many questions a row counts
+    assert row(t6, "+ L_EAC")[1:] == ["100", "24", "13", "10", "53", "0"]
     t7 = page.tables["table7"]
     hds = [r[0] for r in t7].index("For HDS-20")
-    assert t7[hds + 3][1:] == ["18", "10", "11", "61", "0"]  # +L_HC of HDS-20
+    assert t7[hds + 3][1:] == ["100", "18", "10", "11", "61", "0"]  # +L_HC of HDS-20
     cells = page.tables["cells"]
     assert len(cells) == 1 + len(CELLS)
     assert row(cells, "HSS-40 EECA")[6:] == ["37.00 [33.50, 41.00]", "24", "13", "10", "53", "0", "HSS-40-eac"]

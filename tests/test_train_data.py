@@ -157,3 +157,49 @@ def test_collator_pads_right_and_stacks_image_rows(tmp_path):
         assert (batch["labels"][b, n:] == -100).all() and batch["attention_mask"][b].sum() == n
     assert batch["pixel_values"].shape[0] == 2 and batch["hc_labels"].shape == (2,)
     assert batch["entity_ids"].shape[:2] == (2, 2) and not batch["entity_mask"][0, 1].any()
+
+
+def test_a_selection_manifest_picks_its_records_in_its_order_and_names_unknown_ids(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from eeca.knowledge.select import select_table
+    from eeca.train.data import DataError, select_records
+
+    records = [{"id": f"{i:016x}", "landmark_id": i, "s_gt": 0.1 * i, "rsr": 1.0 - 0.1 * i,
+                "conversations": [{"from": "human", "value": "q"}, {"from": "gpt", "value": "a"}]} for i in range(6)]
+    pool = pa.table({k: [r[k] for r in records] for k in ("id", "landmark_id", "s_gt", "rsr")})
+    pq.write_table(select_table(pool, "hss", 3), tmp_path / "HSS-3.parquet")  # what `eeca select` writes
+    chosen = select_records(records, tmp_path / "HSS-3.parquet", "train.json")
+    assert [r["id"] for r in chosen] == [f"{i:016x}" for i in (5, 4, 3)]  # highest S first
+    with pytest.raises(DataError, match=r"HSS-3.parquet: field 'id': 3 of its 3 ids are not records of train.json"):
+        select_records(records[:2], tmp_path / "HSS-3.parquet", "train.json")
+    with pytest.raises(DataError, match="cannot read a selection manifest"):
+        select_records(records, tmp_path / "missing.parquet", "train.json")
+
+
+def test_vicuna_template_renders_llava_15_format_and_learns_only_the_answers(tmp_path):
+    """llava-hf/llava-1.5-7b-hf's format (Vicuna v1): the answers and their </s> are learned, nothing else."""
+    from tiny_llava import CORPUS, bpe_tokenizer
+
+    system = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives "
+              "helpful, detailed, and polite answers to the human's questions.")
+    tok = bpe_tokenizer(CORPUS + [system, "USER: ASSISTANT:"], ["<s>", "</s>", "<unk>", "<pad>", "<image>"], 500,
+                        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                        extra_special_tokens={"image_token": "<image>"})
+    template = resolve_chat_template(tok, "vicuna")
+    turns = [("human", "Which landmark is this?"), ("gpt", "The Grey Tower."), ("human", "Where is it?"),
+             ("gpt", "In Vasta.")]
+    record = {"id": "a", "conversations": [{"from": f, "value": v} for f, v in turns]}
+    item = LlavaJsonDataset([record], tiny_processor(tok), DataConfig(path=tmp_path / "x.json", max_length=256),
+                            template, [], "x.json")[0]
+    # LLaVA-1.5's conv_vicuna_v1: system + " ", then "USER: q" + " " and "ASSISTANT: a" + "</s>" per turn
+    expected = f"<s>{system} USER: Which landmark is this? ASSISTANT: The Grey Tower.</s>USER: Where is it? ASSISTANT: In Vasta.</s>"
+    assert tok.decode(item["input_ids"]) == expected
+    learned = tok.decode(item["input_ids"][item["labels"] != -100])
+    # the answers and their </s>; a byte-level BPE token may carry the space before an answer with it
+    assert learned.lstrip() == "The Grey Tower.</s>In Vasta.</s>" or learned.replace(" ", "") == "TheGreyTower.</s>InVasta.</s>"
+    assert "USER" not in learned and "ASSISTANT" not in learned
+    prompt = tok.apply_chat_template([{"role": "user", "content": "Where is it?"}], chat_template=template,
+                                     add_generation_prompt=True, tokenize=False)
+    assert prompt == f"<s>{system} USER: Where is it? ASSISTANT:"

@@ -207,3 +207,14 @@ def test_a_checkpoint_whose_state_was_cut_by_a_kill_is_not_resumed_from(tmp_path
     (tmp_path / "checkpoint-10").mkdir()  # no state at all yet
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_a_missing_checkpoint_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    from eeca.cli import main
+
+    data = write_llava_json(tmp_path / "data", n=2)
+    recipe = stage3_config(tmp_path, tmp_path / "no-stage2", data)
+    (tmp_path / "s3.yaml").write_text(yaml.safe_dump(recipe))
+    assert main(["train", str(tmp_path / "s3.yaml")]) == 1
+    assert capsys.readouterr().err == f"eeca train: error: model.checkpoint: no model folder {tmp_path / 'no-stage2'}\n"
+    assert not (tmp_path / "out").exists()

@@ -225,3 +225,35 @@ def read_records(path: str | os.PathLike) -> list:
     if not isinstance(data, list):
         raise InputError(f"{path}: expected a JSON list of records, got {type(data).__name__}")
     return data
+
+
+def offline_requested(local_files_only: bool = False) -> bool:
+    """Whether checkpoints must come from disk only: asked in a config, or ``HF_HUB_OFFLINE`` set."""
+    return local_files_only or os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def check_checkpoint(model: str | os.PathLike, field: str, local_files_only: bool = False) -> None:
+    """A model named by ``field`` must be loadable before anything is written: a folder with
+    ``config.json``, or a hub id (``org/name``) that is in the Hugging Face cache when working offline
+    (``local_files_only`` or ``HF_HUB_OFFLINE=1``). Otherwise one :class:`InputError` line saying so."""
+    path = Path(model)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise InputError(f"{field}: {model} is a folder without config.json (not a saved model)")
+        return
+    if path.exists():
+        raise InputError(f"{field}: {model} is a file, not a model folder")
+    hub_id = str(model).count("/") == 1 and not str(model).startswith((".", "/", "~"))
+    if not hub_id:
+        raise InputError(f"{field}: no model folder {model}")
+    if offline_requested(local_files_only):
+        from huggingface_hub import try_to_load_from_cache
+
+        try:
+            cached = try_to_load_from_cache(str(model), "config.json")
+        except ValueError:  # not a valid repository id either
+            cached = None
+        if not isinstance(cached, str):
+            raise InputError(f"{field}: {model} is neither a local folder nor in the Hugging Face cache, and "
+                             f"downloads are off (HF_HUB_OFFLINE / local_files_only); fetch it first: "
+                             f"hf download {model} --local-dir checkpoints/{str(model).split('/')[1]}")

@@ -34,6 +34,7 @@ def test_template_stages_write_complete_mgld_with_split(world, capsys):
     out = world["root"] / "out"
     train, test = (json.loads((out / f).read_text()) for f in ("train.json", "test.json"))
     assert len(train) == 9 and len(test) == 3
+    assert json.loads((out / "test_eval.json").read_text()) == test  # 3 test records < eval_count 2,500: all
     by_id = {r["id"]: r for r in world["rows"]}
     lms = {m["landmark_id"]: m for m in world["landmarks"]}
     truth = {json.loads(x)["landmark_id"]: json.loads(x)
@@ -171,3 +172,17 @@ def test_float32_scores_are_written_as_their_shortest_decimal(tmp_path):
     run_stage3(cfg)
     recs = json.loads((tmp_path / "out/train.json").read_text()) + json.loads((tmp_path / "out/test.json").read_text())
     assert sorted(r["s_gt"] for r in recs) == [0.2, 0.21, 0.22, 0.23]
+
+
+def test_dry_run_prices_the_requests_and_sends_nothing(world, capsys):
+    from eeca.mgld.estimate import image_tokens
+
+    cfg = {**world["config"], "annotator": {"backend": "openai", "model": "gpt-4o", "base_url": "http://127.0.0.1:9",
+                                            "max_tokens": 100, "image_detail": "high"}}
+    cfg_path = write_config(world["root"] / "mgld-openai.yaml", cfg)
+    assert main(["mgld", "stage2", str(cfg_path), "--dry-run"]) == 0
+    line = capsys.readouterr().out
+    per_image = image_tokens(24, 16, "high")  # the world's 24 x 16 images: one tile
+    assert f"mgld stage2 dry run: 12 requests to gpt-4o (0 of 12 samples already done)" in line
+    assert f"({12 * per_image} of them images at detail high), at most 1200 output tokens" in line
+    assert not (world["root"] / "out").exists()

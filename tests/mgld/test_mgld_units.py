@@ -7,7 +7,7 @@ import pytest
 
 from eeca.cli import main
 from eeca.mgld.questions import entity_prompt, load_questions, pick_question
-from eeca.mgld.split import split_by_landmark
+from eeca.mgld.split import eval_subset, split_by_landmark
 from eeca.mgld.tasks import load_task
 from eeca.mgld.validate import validate_records
 
@@ -183,3 +183,25 @@ def test_shipped_configs_annotate_as_their_scale_needs(name):
     assert cfg.annotator.backend == {"synth": "template", "paper": "openai"}[name]
     if name == "paper":
         assert (cfg.annotator.model, cfg.split.test_count) == ("gpt-4o", 5000)
+
+
+def test_evaluated_subset_is_seeded_sized_order_independent_and_inside_the_test_split():
+    test = [f"{i:016x}" for i in range(5000)]  # App. B.4's 5k test samples
+    chosen = eval_subset(test, 2500, seed=0)  # Tables 6-7's 2,500 per row
+    assert len(chosen) == 2500 and chosen <= set(test)
+    assert eval_subset(list(reversed(test)), 2500, seed=0) == chosen
+    assert eval_subset(test, 2500, seed=1) != chosen
+    assert eval_subset(test, 2400, seed=0) < chosen  # a smaller subset is a prefix of the same draw
+    assert eval_subset(test[:10], 2500) == set(test[:10]) and eval_subset(test, None) == set(test)
+
+
+@pytest.mark.parametrize("size, detail, tokens", [
+    ((4000, 3000), "low", 85),
+    ((1024, 1024), "high", 85 + 170 * 4),    # -> 768 x 768: 2 x 2 tiles (OpenAI's worked example: 765)
+    ((2048, 4096), "high", 85 + 170 * 6),    # -> 1024 x 2048 -> 768 x 1536: 2 x 3 tiles (1105)
+    ((300, 200), "auto", 85 + 170 * 1),      # small images are not scaled up: one tile
+])
+def test_gpt4o_image_tokens_follow_openais_rule(size, detail, tokens):
+    from eeca.mgld.estimate import image_tokens
+
+    assert image_tokens(*size, detail) == tokens

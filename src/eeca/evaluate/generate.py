@@ -47,7 +47,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from eeca.config import load_config, to_dict
-from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, write_json
+from eeca.io import JsonlStore, atomic_write, check_checkpoint, read_json, read_jsonl, write_json
 from eeca.mgld.questions import ENTITY_PROMPT, entity_prompt
 
 # Bumped whenever a change here changes which tokens a given seed produces.
@@ -259,6 +259,7 @@ def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx:
     total = num_chunks * state.num_processes
     share = chunk_idx * state.num_processes + state.process_index
     records = load_test_records(cfg.test_json)
+    check_checkpoint(cfg.model, "model", local_files_only=True)  # a saved folder; before out/ is made
     _check_run_config(cfg, out, state.is_main_process)
     start, end = chunk_bounds(len(records), total, share)
     gen_path, skip_path = part_paths(out, share, total)

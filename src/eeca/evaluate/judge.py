@@ -44,7 +44,7 @@ import unicodedata
 from collections import Counter
 from collections.abc import Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -54,7 +54,7 @@ from tqdm import tqdm
 from eeca.config import load_config
 from eeca.evaluate.levels import LABEL_TO_LEVEL, LEVEL_TO_LABEL, LEVELS
 from eeca.evaluate.metrics import compute_metrics
-from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, write_json
+from eeca.io import InputError, JsonlStore, atomic_write, read_json, read_jsonl, write_json
 from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
 
 
@@ -312,6 +312,33 @@ def parse_verdict(content: str | None) -> tuple[str, str]:
     return level, str(obj.get("explanation", ""))
 
 
+def judge_messages(system: str, user_template: str, responses: list[str], truth: GroundTruth) -> list[dict]:
+    """The chat messages asking for one question's verdict (the prompt filled with the truth and the k answers)."""
+    numbered = "\n".join(f"Response {i + 1}: {r}" for i, r in enumerate(responses))
+    user = user_template.format(name=truth.name, aliases=", ".join(truth.aliases) or "-",
+                                category=truth.hierarchical_label or "-", place=truth.place or "-",
+                                answer=truth.answer or "-", k=len(responses), responses=numbered)
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+# a rough rate for English prompts with GPT-4o's tokenizer (o200k): an estimate, not a count
+CHARS_PER_TOKEN = 4.0
+
+
+def estimate_cost(cfg: JudgeConfig, limit: int | None = None) -> dict:
+    """What judging ``cfg.generations`` (its first ``limit`` questions) would send, before anything is sent:
+    requests, input tokens estimated from the filled prompts (``CHARS_PER_TOKEN``), output tokens at most
+    ``max_tokens`` each, and the cost at the config's prices. Cached verdicts are not subtracted."""
+    gens = read_jsonl(cfg.generations)[:limit]
+    truths = load_ground_truth(cfg.test_json, cfg.truth)
+    system, user_template, _ = load_prompt(cfg.prompt)
+    chars = sum(len(m["content"]) for g in gens if str(g.get("id")) in truths
+                for m in judge_messages(system, user_template, g.get("responses") or [], truths[str(g["id"])]))
+    tokens_in, tokens_out = round(chars / CHARS_PER_TOKEN), len(gens) * cfg.max_tokens
+    return {"requests": len(gens), "input_tokens": tokens_in, "max_output_tokens": tokens_out,
+            "max_cost_usd": round((tokens_in * cfg.price_input_per_mtok + tokens_out * cfg.price_output_per_mtok) / 1e6, 2)}
+
+
 class LlmJudge:
     """The OpenAI-compatible judge; one instance per run, shared by the worker threads."""
 
@@ -323,11 +350,7 @@ class LlmJudge:
                                  max_retries=cfg.max_retries)
 
     def messages(self, responses: list[str], truth: GroundTruth) -> list[dict]:
-        numbered = "\n".join(f"Response {i + 1}: {r}" for i, r in enumerate(responses))
-        user = self.user_template.format(name=truth.name, aliases=", ".join(truth.aliases) or "-",
-                                         category=truth.hierarchical_label or "-", place=truth.place or "-",
-                                         answer=truth.answer or "-", k=len(responses), responses=numbered)
-        return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
+        return judge_messages(self.system, self.user_template, responses, truth)
 
     def __call__(self, responses: list[str], truth: GroundTruth) -> Verdict:
         kwargs: dict[str, Any] = {}
@@ -425,7 +448,7 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
 
 
 def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None = None,
-                  overrides: list[str] = ()) -> int:
+                  overrides: list[str] = (), dry_run: bool = False, limit: int | None = None) -> int:
     """Rate the k answers per question as Strongly Known / Known / Weakly Unknown / Unknown (LLM or rule judge).
 
     Args:
@@ -433,9 +456,28 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
         out: output folder: judgments.jsonl, metrics.json, judge_summary.json (and the verdict cache by default).
         judge: override the config's judge (llm or rule).
         overrides: config overrides such as model=gpt-4o-2024-08-06 base_url=http://localhost:8000 max_concurrency=16.
+        dry_run: print the number of requests, the estimated tokens and the cost at the config's prices; send nothing.
+        limit: judge only the first LIMIT questions of the generations (a paid trial; OUT gets their verdicts).
     """
     extra = list(overrides) + ([f"judge={judge}"] if judge else [])
     cfg = load_config(JudgeConfig, config, extra)
+    if limit is not None:
+        if limit < 1:
+            raise InputError(f"--limit must be >= 1, got {limit}")
+        Path(out).mkdir(parents=True, exist_ok=True)
+        head = Path(out) / f"generations.first{limit}.jsonl"
+        atomic_write(head, "".join(json.dumps(g, ensure_ascii=False) + "\n" for g in read_jsonl(cfg.generations)[:limit]))
+        cfg = replace(cfg, generations=head)
+    if dry_run:
+        e = estimate_cost(cfg)
+        if cfg.judge == "rule":
+            print(f"judge dry run: rule judge, {e['requests']} questions, no requests to send")
+        else:
+            print(f"judge dry run: {e['requests']} requests to {cfg.model}; ~{e['input_tokens']} input tokens "
+                  f"(about {CHARS_PER_TOKEN:.0f} characters a token), at most {e['max_output_tokens']} output tokens "
+                  f"(max_tokens {cfg.max_tokens}); at most ${e['max_cost_usd']} at ${cfg.price_input_per_mtok} / "
+                  f"${cfg.price_output_per_mtok} per million tokens (cached verdicts cost nothing); nothing sent")
+        return 0
     try:
         result = run_judge(cfg, Path(out))
     except FatalChatError as e:

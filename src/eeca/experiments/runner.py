@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,10 +38,11 @@ from eeca.evaluate.generate import GenerateConfig, run_generate
 from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
 from eeca.experiments import controls as ctl
+from eeca.experiments.feasibility import InfeasibleGrid, cell_label, check_grid, grid_cells, grid_problems
 from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand, model_overrides
 from eeca.experiments.probe import text_knowledge
 from eeca.io import atomic_write, read_json, write_json, write_parquet
-from eeca.knowledge.select import select_table
+from eeca.knowledge.select import read_pool, select_table
 from eeca.train.recipes import TrainConfig
 from eeca.train.recipes import run as run_train
 
@@ -63,6 +65,7 @@ class ExperimentConfig:
     # a checkpoint with a pre-aligned HR branch (stage 1 with use_hr_branch on, docs/train.md): the
     # cells that turn the HR branch on start their resampler and HR projector from it, not from scratch
     hr_init: Path | None = None
+    lcs_quantile: float = 0.5  # LCS keeps images with S and RSR both below this quantile of the pool (paper: median)
     controls: ctl.ControlsConfig = field(default_factory=ctl.ControlsConfig)
     train_overrides: list[str] = field(default_factory=list)
     generate_overrides: list[str] = field(default_factory=list)
@@ -105,8 +108,13 @@ def cells_of(cfg: ExperimentConfig) -> list[dict]:
     return cells
 
 
-def run_experiment(cfg: ExperimentConfig, only: list[str] | None = None) -> dict:
-    """Run every unfinished cell of the grid (or those whose id starts with one of ``only``)."""
+def run_experiment(cfg: ExperimentConfig, only: list[str] | None = None, source: str = "experiment") -> dict:
+    """Run every unfinished cell of the grid (or those whose id starts with one of ``only``).
+
+    Every cell's feasibility is checked first (:mod:`eeca.experiments.feasibility`): a grid with any
+    problem stops before the first cell, naming them all (``source`` names the config in the message).
+    """
+    check_grid(cfg, source)
     out = Path(cfg.out)
     cells = cells_of(cfg)
     todo = [c for c in cells if not only or any(cell_id(c).startswith(p) for p in only)]
@@ -140,9 +148,7 @@ def run_cell(cfg: ExperimentConfig, cell: dict, folder: Path) -> dict:
         model = folder / "train"
         if not (model / "train_summary.json").exists():
             run_train(load_config(TrainConfig, cfg.train_recipe, train_overrides(cfg, cell, folder)))
-    gen_cfg = load_config(GenerateConfig, cfg.generate, [
-        f"model={model}", f"entity_prompt={str(cell['entity_prompt_at_inference']).lower()}",
-        f"seed={cell['seed']}", *cfg.generate_overrides])
+    gen_cfg = load_config(GenerateConfig, cfg.generate, generate_overrides(cfg, cell, model))
     run_generate(gen_cfg, folder / "generate")
     skyline = skyline_test(cfg, cell, folder, state.is_main_process)
     if skyline is not None:
@@ -168,6 +174,7 @@ def train_overrides(cfg: ExperimentConfig, cell: dict, folder: Path) -> list[str
     overrides = [
         f"output_dir={folder / 'train'}",
         f"data.path={folder / 'train.json'}",
+        "data.selection=null",  # the cell's train.json already holds its selection
         f"model.checkpoint={cfg.base_model}",
         f"model.config_overrides.use_hr_branch={str(cell['use_hr_branch']).lower()}",
         f"model.config_overrides.hc_loss_weight={cell['hc_loss_weight']}",
@@ -181,6 +188,11 @@ def train_overrides(cfg: ExperimentConfig, cell: dict, folder: Path) -> list[str
     if cell["use_hr_branch"] and cfg.hr_init is not None:
         overrides.append(f"model.hr_init={cfg.hr_init}")
     return [*overrides, *cfg.train_overrides]
+
+
+def generate_overrides(cfg: ExperimentConfig, cell: dict, model: Path) -> list[str]:
+    return [f"model={model}", f"entity_prompt={str(cell['entity_prompt_at_inference']).lower()}",
+            f"seed={cell['seed']}", *cfg.generate_overrides]
 
 
 def skyline_test(cfg: ExperimentConfig, cell: dict, folder: Path, write: bool) -> Path | None:
@@ -232,9 +244,8 @@ def write_subset(cfg: ExperimentConfig, cell: dict, folder: Path) -> Path:
     if path.exists():
         return path
     records = read_json(cfg.train_records)
-    pool = pa.table({k: [r[k] for r in records] for k in ("id", "landmark_id", "s_gt", "rsr")})
-    manifest = select_table(pool, cell["selection"].lower(), cell["size"], seed=cell["seed"],
-                            source=str(cfg.train_records))
+    manifest = select_table(read_pool(cfg.train_records), cell["selection"].lower(), cell["size"], seed=cell["seed"],
+                            quantile=cfg.lcs_quantile, source=str(cfg.train_records))
     write_parquet(folder / "selection.parquet", manifest)
     by_id = {str(r["id"]): r for r in records}
     atomic_write(path, json.dumps([by_id[str(i)] for i in manifest.column("id").to_pylist()], ensure_ascii=False))
@@ -271,16 +282,35 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
     return rows
 
 
-def experiment_command(config: Path, overrides: list[str] = (), only: list[str] = ()) -> int:
+def experiment_command(config: Path, overrides: list[str] = (), only: list[str] = (), dry_run: bool = False) -> int:
     """Run an experiment grid (selection x size x ablation) end to end into results.parquet; resumable.
+
+    Every cell's feasibility (selection sizes against the pool, input files, the base checkpoint) is
+    checked before the first cell trains; all problems are listed at once (exit status 2).
 
     Args:
         config: experiment YAML, e.g. configs/synth/table1.yaml or configs/paper/table3.yaml
         overrides: field=value settings applied on top, e.g. out=runs/x eac_weight=0.5
         only: run only the cells whose id starts with one of these prefixes (e.g. HDS-25000)
+        dry_run: list the cells and every problem that would stop them; train nothing
     """
     cfg = load_config(ExperimentConfig, config, list(overrides))
-    s = run_experiment(cfg, list(only) or None)
+    if dry_run:
+        cells = grid_cells(cfg)
+        print(f"experiment {cfg.table}: {len(cells)} cells")
+        for c in cells:
+            trains = "evaluates the base model" if c["ablation"] in UNTRAINED else "trains stage 3"
+            print(f"  {cell_label(c):<28} {trains}")
+        problems = grid_problems(cfg, str(config))
+        for p in problems:
+            print(f"problem: {p}")
+        print(f"{len(problems)} problem(s)" + (": nothing would run" if problems else ": every cell can run"))
+        return 2 if problems else 0
+    try:
+        s = run_experiment(cfg, list(only) or None, source=str(config))
+    except InfeasibleGrid as e:
+        print(f"eeca experiment: error: {e}", file=sys.stderr)
+        return 2
     print(f"experiment {cfg.table}: {s['cells']} cells, {len(s['ran'])} run, {len(s['skipped'])} already finished, "
           f"{s['results']} in {Path(cfg.out) / 'results.parquet'}")
     return 0

@@ -23,11 +23,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 from transformers import CLIPModel, CLIPProcessor
 
+from eeca.io import offline_requested
 
-def load_clip(model: str, dtype: torch.dtype, device: torch.device) -> tuple[CLIPModel, CLIPProcessor]:
-    """A ``CLIPModel`` (eval mode, on ``device`` in ``dtype``) and its processor, from a path or hub id."""
-    clip = CLIPModel.from_pretrained(model, dtype=dtype).to(device).eval()
-    return clip, CLIPProcessor.from_pretrained(model)
+
+def load_clip(model: str, dtype: torch.dtype, device: torch.device,
+              local_files_only: bool = False) -> tuple[CLIPModel, CLIPProcessor]:
+    """A ``CLIPModel`` (eval mode, on ``device`` in ``dtype``) and its processor, from a path or hub id
+    (from disk only with ``local_files_only`` or ``HF_HUB_OFFLINE=1``)."""
+    offline = offline_requested(local_files_only)
+    clip = CLIPModel.from_pretrained(model, dtype=dtype, local_files_only=offline).to(device).eval()
+    return clip, CLIPProcessor.from_pretrained(model, local_files_only=offline)
 
 
 def _unit(features: torch.Tensor) -> np.ndarray:

@@ -42,7 +42,7 @@ from accelerate import PartialState
 from tqdm import tqdm
 
 from eeca.config import dump_config, from_dict, load_config, to_dict
-from eeca.io import atomic_path, read_json, read_parquet, write_json, write_parquet
+from eeca.io import atomic_path, check_checkpoint, read_json, read_parquet, write_json, write_parquet
 from eeca.knowledge.encode import encode_images, encode_texts, load_clip
 from eeca.knowledge.rank import streaming_scores
 
@@ -65,6 +65,7 @@ class ScoreConfig:
     name_template: str = "{name}"  # text given to CLIP for a landmark; {name} is its name
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     shard_size: int = 50_000  # rows per embedding shard: the unit of resume and of work split
+    local_files_only: bool = False  # load `model` from disk only (as HF_HUB_OFFLINE=1 does)
 
     def __post_init__(self):
         for name in ("image_batch_size", "text_batch_size", "block_size", "shard_size"):
@@ -126,12 +127,15 @@ def run_score(cfg: ScoreConfig, images_path: Path, landmarks_path: Path, image_r
     emb_dir, parts_dir = out / "emb", out / "parts"
     n_image_shards = len(_shards(len(img["id"]), cfg.shard_size))
     reused = sum((emb_dir / f"image-{k:05d}.parquet").exists() for k in range(n_image_shards))
+    if reused < n_image_shards or not (emb_dir / "name-00000.parquet").exists():  # the model is needed
+        check_checkpoint(cfg.model, "model", cfg.local_files_only)  # before anything is written
     if state.is_main_process:
         _check_fingerprint(emb_dir / "run.json", cfg, img, lm_ids, names)
     state.wait_for_everyone()
 
     device = state.device
-    model = functools.cache(lambda: load_clip(cfg.model, cfg.torch_dtype(device), device))  # only if needed
+    model = functools.cache(lambda: load_clip(cfg.model, cfg.torch_dtype(device), device,  # only if needed
+                                              cfg.local_files_only))
     mine = lambda k: k % state.num_processes == state.process_index  # noqa: E731
 
     name_shards = _shards(len(names), cfg.shard_size)

@@ -24,7 +24,7 @@ from typing import Literal
 import numpy as np
 import pyarrow as pa
 
-from eeca.io import read_jsonl, read_parquet, write_parquet
+from eeca.io import InputError, read_jsonl, read_parquet, read_records, write_parquet
 
 METHODS = ("hds", "hss", "lcs", "brs")
 
@@ -82,6 +82,20 @@ def read_id_list(path: Path) -> set[str]:
     return {line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()}
 
 
+def read_pool(path: str | Path) -> pa.Table:
+    """A selection pool: a parquet (``scores.parquet``, the stage-1 choice) or MGLD records (``train.json``),
+    as a table of id, landmark_id, s_gt, rsr."""
+    columns = ("id", "landmark_id", "s_gt", "rsr")
+    if Path(path).suffix in (".json", ".jsonl"):
+        records = read_records(path)
+        for i, r in enumerate(records):
+            missing = [c for c in columns if c not in r]
+            if missing:
+                raise InputError(f"{path}: record {i}: field {missing[0]!r} is missing")
+        return pa.table({c: [r[c] for r in records] for c in columns})
+    return read_parquet(path, columns=list(columns))
+
+
 def select_table(pool: pa.Table, method: str, size: int, seed: int = 0, quantile: float = 0.5,
                  source: str = "<pool>") -> pa.Table:
     """The selection manifest (id, landmark_id, s_gt, rsr, method, size, seed) of ``method`` over ``pool``.
@@ -109,7 +123,8 @@ def select_command(scores: str, method: Literal["hds", "hss", "lcs", "brs"], siz
     """Select an HDS, HSS, LCS or BRS subset of `size` images by S and RSR (paper section 3.1).
 
     Args:
-        scores: parquet with id, landmark_id, s_gt, rsr (scores.parquet or the stage-1 choice).
+        scores: the pool: parquet with id, landmark_id, s_gt, rsr (scores.parquet, the stage-1 choice) or
+            MGLD records (train.json), which the paper configs select from (docs/paper-scale.md).
         method: hds (highest RSR), hss (highest S), lcs (S and RSR both low), brs (uniform random).
         size: number of images k (the same for every method).
         out: the selection manifest parquet to write.
@@ -117,7 +132,7 @@ def select_command(scores: str, method: Literal["hds", "hss", "lcs", "brs"], siz
         seed: random seed (BRS).
         quantile: LCS keeps images with S and RSR both below this quantile of the pool.
     """
-    t = read_parquet(scores, columns=["id", "landmark_id", "s_gt", "rsr"])
+    t = read_pool(scores)
     n_pool = t.num_rows
     if exclude:
         ids = np.asarray(t.column("id").to_pylist(), dtype=object).astype(str)

@@ -1,4 +1,5 @@
-"""The MGLD train/test split (paper App. B.4: 5k test samples out of ~203k), by landmark.
+"""The MGLD train/test split (paper App. B.4: 5k test samples out of ~203k), by landmark, and the
+evaluated subset of the test split (Tables 6-7 count 2,500 answers per row).
 
 Test landmarks are disjoint from train landmarks, so a model is never tested on a landmark it was
 trained on. Landmarks are taken in the order of ``sha256(seed, landmark_id)`` until the test split
@@ -38,3 +39,16 @@ def split_by_landmark(samples: list[tuple[str, int]], test_count: int | None = N
             break
         test.update(by_landmark[lm])
     return test
+
+
+def eval_subset(test_ids: list[str], eval_count: int | None, seed: int = 0) -> set[str]:
+    """The ``eval_count`` test ids the tables are computed on, drawn in the order of ``sha256(seed, id)``
+    (independent of the records' order); all of them when ``eval_count`` is None or not smaller.
+
+    The paper sets aside 5k test samples (App. B.4) while Tables 6-7 count 2,500 per row: the toolkit
+    builds the 5k and evaluates this seeded 2,500 (``split.eval_count``).
+    """
+    if eval_count is None or eval_count >= len(test_ids):
+        return set(test_ids)
+    order = sorted(test_ids, key=lambda i: hashlib.sha256(f"mgld-eval:{seed}:{i}".encode()).digest())
+    return set(order[:eval_count])

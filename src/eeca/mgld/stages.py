@@ -23,6 +23,8 @@ Output folder (``out``):
   stage2_summary.json, stage3_summary.json       counts, requests, tokens, cost, seconds
   cache.jsonl                         model replies by request hash (``annotator.cache`` moves it)
   train.json, test.json               MGLD records (DESIGN section 3)
+  test_eval.json                      the test records the tables are computed on (``split.eval_count``,
+                                      default 2,500 of the 5k, seeded: paper Tables 6-7)
   llava_train.json, llava_test.json   the same conversations as plain LLaVA records
   split.parquet                       id, landmark_id, split ("train" | "test"), every stage-1 sample
   test_ids.txt                        the test image ids, one per line (for ``eeca select``)
@@ -46,7 +48,7 @@ from eeca.io import JsonlStore, atomic_write, read_jsonl, read_parquet, write_js
 from eeca.llm_client import FatalChatError
 from eeca.mgld.annotators import AnnotatorConfig, Request, build_annotator
 from eeca.mgld.questions import load_questions, pick_question
-from eeca.mgld.split import split_by_landmark
+from eeca.mgld.split import eval_subset, split_by_landmark
 from eeca.mgld.tasks import Task, load_task
 
 STAGE1_COLUMNS = ("landmark_id", "id", "s_gt", "rsr")
@@ -59,10 +61,13 @@ class SplitConfig:
     test_count: int | None = 5000
     test_fraction: float | None = None
     seed: int = 0
+    eval_count: int | None = 2500  # test_eval.json: this many test records, seeded (Tables 6-7); None = all
 
     def __post_init__(self):
         if (self.test_count is None) == (self.test_fraction is None):
             raise ValueError("set exactly one of test_count and test_fraction (the other to null)")
+        if self.eval_count is not None and self.eval_count < 1:
+            raise ValueError("eval_count must be >= 1 (or null: evaluate every test record)")
         if self.test_count is not None and self.test_count < 0:
             raise ValueError("test_count must be >= 0")
         if self.test_fraction is not None and not 0.0 <= self.test_fraction < 1.0:
@@ -106,30 +111,37 @@ class Sample:
     facts: dict  # name, hierarchical_label, supercategory, natural_or_human_made, [+ truth fields]
 
 
-def stage2_command(config: Path, overrides: list[str], strict: bool = False) -> int:
+def stage2_command(config: Path, overrides: list[str], strict: bool = False, dry_run: bool = False) -> int:
     """MGLD stage 2: answer each sample's question about its image (resumable).
 
     Args:
         config: MGLD YAML (configs/synth/mgld.yaml, configs/paper/mgld.yaml).
         overrides: field=value pairs applied over the YAML (e.g. annotator.concurrency=16).
         strict: exit with status 1 when any sample failed (they are listed either way).
+        dry_run: print the requests, estimated tokens and cost at the annotator's prices; send nothing.
     """
-    return _command("stage2", config, overrides, strict)
+    return _command("stage2", config, overrides, strict, dry_run)
 
 
-def stage3_command(config: Path, overrides: list[str], strict: bool = False) -> int:
+def stage3_command(config: Path, overrides: list[str], strict: bool = False, dry_run: bool = False) -> int:
     """MGLD stage 3: entities and refined hierarchical labels, then the train/test MGLD files.
 
     Args:
         config: the same MGLD YAML as stage 2.
         overrides: field=value pairs applied over the YAML.
         strict: exit with status 1 when any sample failed (they are listed either way).
+        dry_run: print the requests, estimated tokens and cost at the annotator's prices; send nothing.
     """
-    return _command("stage3", config, overrides, strict)
+    return _command("stage3", config, overrides, strict, dry_run)
 
 
-def _command(stage: str, config: Path, overrides: list[str], strict: bool) -> int:
+def _command(stage: str, config: Path, overrides: list[str], strict: bool, dry_run: bool = False) -> int:
     cfg = load_config(MgldConfig, config, overrides)
+    if dry_run:
+        from eeca.mgld.estimate import dry_run_line
+
+        print(dry_run_line(cfg, stage))
+        return 0
     try:
         summary = run_stage2(cfg) if stage == "stage2" else run_stage3(cfg)
     except FatalChatError as e:
@@ -258,7 +270,8 @@ def run_stage3(cfg: MgldConfig) -> dict:
 
     summary = _run_stage(cfg, task, samples, fields, record, blocked)
     summary.update(export_mgld(cfg, samples, qa))
-    summary["line"] += f"; MGLD train {summary['train']}, test {summary['test']} -> {cfg.out}"
+    summary["line"] += (f"; MGLD train {summary['train']}, test {summary['test']} (evaluated: {summary['test_eval']}, "
+                        f"test_eval.json) -> {cfg.out}")
     write_json(cfg.out / "stage3_summary.json", {k: v for k, v in summary.items() if k != "line"})
     return summary
 
@@ -365,10 +378,13 @@ def export_mgld(cfg: MgldConfig, samples: list[Sample], qa: dict[str, dict]) -> 
         write_json(cfg.out / f"{split}.json", records)
         write_json(cfg.out / f"llava_{split}.json",
                    [{"id": r["id"], "image": r["image"], "conversations": r["conversations"]} for r in records])
+    evaluated = eval_subset([r["id"] for r in mgld["test"]], cfg.split.eval_count, cfg.split.seed)
+    write_json(cfg.out / "test_eval.json", [r for r in mgld["test"] if r["id"] in evaluated])
     write_parquet(cfg.out / "split.parquet", {
         "id": [s.id for s in samples],
         "landmark_id": pa.array([s.landmark_id for s in samples], pa.int64()),
         "split": ["test" if s.id in test_ids else "train" for s in samples]})
     atomic_write(cfg.out / "test_ids.txt", "".join(f"{i}\n" for i in sorted(test_ids)))
     write_json(cfg.out / "config.json", to_dict(cfg))
-    return {"train": len(mgld["train"]), "test": len(mgld["test"]), "split_test_samples": len(test_ids)}
+    return {"train": len(mgld["train"]), "test": len(mgld["test"]), "test_eval": len(evaluated),
+            "split_test_samples": len(test_ids)}

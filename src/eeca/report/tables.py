@@ -247,6 +247,12 @@ def _counts(cell: Cell | None) -> list[str]:
 
 
 COUNT_COLUMNS = [*(LEVEL_NAMES[lv] for lv in LEVELS), "Failed"]
+# the paper's count tables (App. D) judge 2,500 test questions per row: the 2,500 of test_eval.json
+PAPER_N_NOTE = "n: test questions judged per row (the paper: 2,500 per row, App. D; MGLD split.eval_count)."
+
+
+def _n(cell: Cell | None) -> str:
+    return NOT_RUN if cell is None else str(cell.n)
 
 
 def table6(cells: list[Cell], paper: dict | None) -> Table | NotRun:
@@ -257,13 +263,12 @@ def table6(cells: list[Cell], paper: dict | None) -> Table | NotRun:
     subset = f"{key[0]}-{fmt_size(key[1])}"
     rows = []
     for ablation, cell in _chain_rows(cells, key):
-        row = [_step_name(ablation, f"+ {subset}"), *_counts(cell)]
+        row = [_step_name(ablation, f"+ {subset}"), _n(cell), *_counts(cell)]
         if paper:
             row.append("/".join(map(str, paper["table6"][ablation])))
         rows.append(row)
-    columns = ["Method", *COUNT_COLUMNS] + (["SK/K/WU/U (paper)"] if paper else [])
-    return Table("table6", f"{title} on {subset}", columns, rows,
-                 [ORDER_NOTE.format("+ L_HC then + L_EAC")] if paper else [])
+    columns = ["Method", "n", *COUNT_COLUMNS] + (["SK/K/WU/U (paper)"] if paper else [])
+    return Table("table6", f"{title} on {subset}", columns, rows, [PAPER_N_NOTE] + ([ORDER_NOTE.format("+ L_HC then + L_EAC")] if paper else []))
 
 
 def table7(cells: list[Cell], paper: dict | None) -> Table | NotRun:
@@ -277,15 +282,16 @@ def table7(cells: list[Cell], paper: dict | None) -> Table | NotRun:
             return []
         return ["/".join(map(str, counts)) if counts else "not printed"]
 
-    rows = [["Baseline", *_counts(find(cells, "baseline")), *paper_col(paper and paper["table7"]["baseline"])]]
+    base = find(cells, "baseline")
+    rows = [["Baseline", _n(base), *_counts(base), *paper_col(paper and paper["table7"]["baseline"])]]
     for s in ("HDS", "HSS", "LCS"):
-        rows.append([f"For {s}-{fmt_size(size)}", *[""] * 5, *([""] if paper else [])])
+        rows.append([f"For {s}-{fmt_size(size)}", *[""] * 6, *([""] if paper else [])])
         for ablation in CHAIN[1:]:
             name = _step_name(ablation, "+ Data").replace("+ ", "+")
-            rows.append([name, *_counts(find(cells, ablation, s, size)),
-                         *paper_col(paper and paper["table7"][s].get(ablation))])
-    columns = ["Method", *COUNT_COLUMNS] + (["SK/K/WU/U (paper)"] if paper else [])
-    return Table("table7", title, columns, rows, [ORDER_NOTE.format("+ L_HC then + L_EAC")] if paper else [])
+            cell = find(cells, ablation, s, size)
+            rows.append([name, _n(cell), *_counts(cell), *paper_col(paper and paper["table7"][s].get(ablation))])
+    columns = ["Method", "n", *COUNT_COLUMNS] + (["SK/K/WU/U (paper)"] if paper else [])
+    return Table("table7", title, columns, rows, [PAPER_N_NOTE] + ([ORDER_NOTE.format("+ L_HC then + L_EAC")] if paper else []))
 
 
 def all_cells(cells: list[Cell]) -> Table:

@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from eeca.io import InputError
+from eeca.io import InputError, read_parquet
 from eeca.io import read_records as read_json_records
 from eeca.mgld.questions import entity_prompt
 
@@ -55,7 +55,9 @@ class DataConfig:
     """Where the training data is and how it is encoded.
 
     ``path`` is a LLaVA JSON list or a JSONL file; ``image_root`` the folder record images are
-    relative to. ``entities`` / ``hierarchical_labels`` turn on the L_EAC / L_HC inputs (stage 3).
+    relative to. ``selection``: a selection manifest of ``eeca select`` (a parquet with an ``id``
+    column): only those records of ``path`` are trained on, in the manifest's order (HDS-50k of MGLD
+    train, say), and an id ``path`` does not hold is an error. ``entities`` / ``hierarchical_labels`` turn on the L_EAC / L_HC inputs (stage 3).
     ``entity_prompt``: ``train_and_infer`` appends the entities to the first question at training
     (paper Table 2, "Entity Prompt (Training + Inference)"); ``none`` leaves questions as they are.
     ``chat_template``: ``tokenizer`` uses the tokenizer's own template (it must contain
@@ -64,6 +66,7 @@ class DataConfig:
 
     path: Path
     image_root: Path | None = None
+    selection: Path | None = None
     eval_path: Path | None = None
     max_length: int = 2048
     entities: bool = False
@@ -87,6 +90,20 @@ def read_records(path: str | Path) -> list[dict]:
     for i, r in enumerate(records):
         _check_record(r, f"{path}: record {i} (id {r.get('id') if isinstance(r, dict) else None!r})")
     return records
+
+
+def select_records(records: list[dict], manifest: str | Path, source: str) -> list[dict]:
+    """The records of ``source`` whose ids the selection manifest ``manifest`` lists, in its order."""
+    try:
+        ids = [str(i) for i in read_parquet(manifest, columns=["id"]).column("id").to_pylist()]
+    except (OSError, ValueError) as e:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"{manifest}: cannot read a selection manifest with an 'id' column: {e}") from None
+    by_id = {str(r.get("id")): r for r in records}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise DataError(f"{manifest}: field 'id': {len(missing)} of its {len(ids)} ids are not records of {source} "
+                        f"(first: {missing[0]!r}); select from the same pool the records come from")
+    return [by_id[i] for i in ids]
 
 
 def _check_record(r: Any, where: str) -> None:

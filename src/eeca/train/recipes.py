@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eeca.config import dump_config, load_config
-from eeca.io import atomic_write
+from eeca.io import atomic_write, check_checkpoint
 from eeca.train.data import (
     DataConfig,
     LlavaCollator,
@@ -35,6 +35,7 @@ from eeca.train.data import (
     build_label_vocabulary,
     read_records,
     resolve_chat_template,
+    select_records,
     set_pad_token,
 )
 
@@ -332,7 +333,12 @@ def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from eeca.train.trainer import EecaTrainer
 
     t0 = time.time()
+    for name in ("checkpoint", "vision_path", "llm_path"):  # a missing model is one line, before anything is written
+        if getattr(cfg.model, name) is not None:
+            check_checkpoint(getattr(cfg.model, name), f"model.{name}", local_files_only=True)
     records = read_records(cfg.data.path)
+    if cfg.data.selection is not None:
+        records = select_records(records, cfg.data.selection, str(cfg.data.path))
     extra: dict[str, Any] = {}
     if cfg.data.hierarchical_labels:
         vocab = checkpoint_label_vocabulary(cfg.model) or build_label_vocabulary(records)
