@@ -29,7 +29,7 @@ CLASSES = {
     "judge.yaml": "eeca.evaluate.judge:JudgeConfig",
     **{name: "eeca.experiments.runner:ExperimentConfig"
        for name in ("demo.yaml", "table1.yaml", "table2.yaml", "table3.yaml", "table4.yaml", "fig5.yaml",
-                    "study-grid.yaml")},
+                    "fig7.yaml", "study-grid.yaml")},
     "study.yaml": "eeca.experiments.study:StudyConfig",
 }
 YAMLS = sorted(CONFIGS.glob("*/*.yaml"))

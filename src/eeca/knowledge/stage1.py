@@ -24,7 +24,6 @@ from tqdm import tqdm
 
 from eeca.io import read_parquet, write_parquet
 
-
 DEFAULT_TEMPERATURE = 0.01  # CLIP's: 1 / its logit scale of 100
 
 

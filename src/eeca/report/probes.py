@@ -16,9 +16,9 @@ from pathlib import Path
 
 from matplotlib.figure import Figure as MplFigure
 
+from eeca.io import read_json
 from eeca.report.data import Cell
 from eeca.report.figures import SELECTION_COLOURS, png
-from eeca.io import read_json
 from eeca.report.render import Block, Figure, Heading
 from eeca.report.tables import NotRun, Table, num
 

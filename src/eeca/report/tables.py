@@ -5,7 +5,9 @@
   accuracy (the paper's HSS-50k 60.4 is (13.92 - 8.68) / 8.68; see ``paper_numbers.json``).
 * Table 2 (paper 5.2): Entity Prompt variants against EECA, Strongly Known and Known.
 * Table 3 (paper 5.2): the cumulative ablation (baseline, +data, +HR, +L_HC, +L_EAC), each row's
-  difference to the row above it.
+  difference to the row above it; a second Table 3 with +L_EAC before +L_HC when the run has
+  ``hr_eac`` cells (the paper's loss symbols were lost, so its order is an assumption, said beside
+  the paper's numbers).
 * Table 4 (paper 5.3): the same steps on HDS, HSS and LCS of one size, differences to the baseline.
 * Tables 6 and 7 (App. D): the absolute level counts behind Tables 3 and 4; and every cell's counts.
 
