@@ -78,18 +78,14 @@ def _recipe_problems(load, inputs, problems: list[str], seen: set[str]) -> None:
     try:
         recipe = load()
     except InputError as e:
-        message = str(e)
+        found = [str(e)]
     else:
-        for field_, path in inputs(recipe):
-            if path is not None and not Path(path).exists():
-                message = f"field '{field_}': no such file or folder {path}"
-                if message not in seen:
-                    seen.add(message)
-                    problems.append(message)
-        return
-    if message not in seen:
-        seen.add(message)
-        problems.append(message)
+        found = [f"field '{name}': no such file or folder {path}" for name, path in inputs(recipe)
+                 if path is not None and not Path(path).exists()]
+    for message in found:
+        if message not in seen:
+            seen.add(message)
+            problems.append(message)
 
 
 def _selection_problems(cfg, trained: list[dict]) -> list[str]:
