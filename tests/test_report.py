@@ -504,3 +504,13 @@ def test_runs_side_by_side_pool_paired_comparisons(tmp_path, run_eeca):
         "baseline [seed0/run]", "LCS-40 [seed0/run]", "BRS-40 [seed0/run]",
         "baseline [seed1/run]", "LCS-40 [seed1/run]", "BRS-40 [seed1/run]"]
     assert {p.name for p in (tmp_path / "both").glob("levels*.png")} == {"levels-seed0_run.png", "levels-seed1_run.png"}
+
+
+def test_judge_named_once_in_captions_and_wide_tables_wrap(full_report):
+    md = (full_report[0] / "report.md").read_text()
+    for name in ("Recognition levels per cell.", "Accuracy per cell with exact 95% interval (Clopper-Pearson).",
+                 "Figure 5: accuracy vs training data size."):
+        caption = next(line for line in md.splitlines() if line.startswith(f"**{name}**"))
+        assert caption.endswith("Judge: rule."), caption
+    html = (full_report[0] / "report.html").read_text()
+    assert "th { background: #f2f2f2; white-space: normal;" in html and '<div class="scroll">' in html
