@@ -553,3 +553,13 @@ def test_figure7_from_sweep_cells_kept_out_of_the_tables(tmp_path, run_eeca):
         ["number of HR tokens P", "HSS-40 eac", "4", "20.00 [16.50, 24.00]", "100"],
         ["number of HR tokens P", "HSS-40 eac", "32", "35.00 [31.50, 39.00]", "100"]]
     assert any("fig7_sweeps" in src for src in page.imgs) or (run / "report" / "fig7_sweeps.png").is_file()
+
+
+def test_judge_named_once_in_captions_and_wide_tables_wrap(full_report):
+    md = (full_report[0] / "report.md").read_text()
+    for name in ("Recognition levels per cell.", "Accuracy per cell with exact 95% interval (Clopper-Pearson).",
+                 "Figure 5: accuracy vs training data size."):
+        caption = next(line for line in md.splitlines() if line.startswith(f"**{name}**"))
+        assert caption.endswith("Judge: rule."), caption
+    html = (full_report[0] / "report.html").read_text()
+    assert "th { background: #f2f2f2; white-space: normal;" in html and '<div class="scroll">' in html

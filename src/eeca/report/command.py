@@ -164,7 +164,9 @@ def side_by_side(per_run: list[tuple[Path, list[Cell]]], names: dict[Path, str],
 
 
 def _result_blocks(cells: list[Cell], paper: dict | None, suffix: str, tag: str) -> list[Block]:
-    """Tables 1-4, Figure 5, levels and intervals, App. D counts for the cells of one judge."""
+    """Tables 1-4, Figure 5, levels and intervals, App. D counts for the cells of one judge (named once, in
+    each figure's caption)."""
+    judged = f" Judge: {cells[0].judge}."
     blocks: list[Block] = [Heading("The paper's tables" + suffix), *paper_tables(cells, paper),
                            Heading("Figures" + suffix)]
     fig5 = F.size_figure(cells)
@@ -173,11 +175,11 @@ def _result_blocks(cells: list[Cell], paper: dict | None, suffix: str, tag: str)
                              "needs +data or EECA cells of one selection at two or more sizes"))
     else:
         blocks.append(Figure(f"fig5_accuracy_vs_size{tag}", "Figure 5: accuracy vs training data size.",
-                             fig5, "Solid: +data per selection; dashed: EECA; dotted: untrained baseline."))
+                             fig5, "Solid: +data per selection; dashed: EECA; dotted: untrained baseline." + judged))
     blocks += [Figure(f"levels{tag}", "Recognition levels per cell.", F.levels_figure(cells),
-                      "Strongly Known + Known = accuracy (paper 3.1)."),
+                      "Strongly Known + Known = accuracy (paper 3.1)." + judged),
                Figure(f"accuracy_ci{tag}", "Accuracy per cell with exact 95% interval (Clopper-Pearson).",
-                      F.accuracy_figure(cells)),
+                      F.accuracy_figure(cells), judged.strip()),
                Heading("App. D: absolute counts" + suffix), *count_tables(cells, paper)]
     return blocks
 

@@ -42,7 +42,7 @@ def levels_figure(cells: list[Cell]) -> bytes:
     """Horizontal stacked bars: the share of each recognition level per cell."""
     fig = Figure(figsize=(9, 1.2 + 0.32 * len(cells)))
     ax = fig.add_subplot()
-    labels = [f"{c.label} [{c.judge}]" for c in cells]
+    labels = [c.label for c in cells]  # one judge per figure: named once, in the caption
     left = [0.0] * len(cells)
     for level in LEVELS:
         widths = [c.pct(level) for c in cells]
@@ -65,9 +65,9 @@ def accuracy_figure(cells: list[Cell]) -> bytes:
     # an interval that does not contain its accuracy is listed under the report's checks; drawn clipped
     err = [[max(0.0, c.accuracy - c.acc_ci_low) for c in cells], [max(0.0, c.acc_ci_high - c.accuracy) for c in cells]]
     ax.errorbar(acc, ys, xerr=err, fmt="o", color="#2166ac", capsize=3)
-    ax.set_yticks(list(ys), [f"{c.label} [{c.judge}]" for c in cells])
+    ax.set_yticks(list(ys), [c.label for c in cells])
     ax.invert_yaxis()
-    ax.set_xlabel("accuracy, % (exact 95% interval (Clopper-Pearson))")
+    ax.set_xlabel("accuracy, %")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return png(fig)

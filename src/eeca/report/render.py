@@ -53,8 +53,9 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2e
        padding: 0 1em; color: #222; }
 table { border-collapse: collapse; margin: 0.6em 0 0.3em; font-size: 0.92em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; white-space: nowrap; }
-th { background: #f2f2f2; }
-td:first-child, th:first-child { text-align: left; }
+th { background: #f2f2f2; white-space: normal; min-width: 4em; vertical-align: bottom; }
+td:first-child, th:first-child { text-align: left; white-space: normal; min-width: 8em; }
+/* wide tables wrap their headers and first column, and scroll sideways inside the page if still too wide */
 caption { caption-side: top; text-align: left; font-weight: 600; padding: 0.3em 0; }
 .scroll { overflow-x: auto; }
 .note { color: #555; font-size: 0.88em; margin: 0.1em 0 0.8em; }
