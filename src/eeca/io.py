@@ -29,7 +29,7 @@ import pyarrow.parquet as pq
 class InputError(ValueError):
     """A bad input file or value, named by file (and line or field where there is one).
 
-    The ``eeca`` command prints these as one-line errors (exit status 1) instead of a traceback.
+    The ``eeca`` command prints these as one-line errors (exit status 2) instead of a traceback.
     """
 
 

@@ -53,7 +53,7 @@ from tqdm import tqdm
 
 from eeca.config import load_config
 from eeca.evaluate.levels import LABEL_TO_LEVEL, LEVEL_TO_LABEL, LEVELS
-from eeca.evaluate.metrics import compute_metrics
+from eeca.evaluate.metrics import accuracy_text, compute_metrics
 from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, write_json
 from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
 
@@ -442,11 +442,9 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
         print(f"eeca judge: stopped: {e} (verdicts given so far are cached; rerun to continue)")
         return 2
     s, m = result["summary"], result["metrics"]
-    ci = ("n/a" if m["acc_ci_low"] is None or m["acc_ci_high"] is None
-          else f"{m['acc_ci_low']:.2f}, {m['acc_ci_high']:.2f}")
+    levels = "" if m["n"] == 0 else (f" (SK {m['strongly_known']:.2f} K {m['known']:.2f} WU {m['weakly_unknown']:.2f} "
+                                     f"U {m['unknown']:.2f})")
     print(f"judge: {s['judge']}{' (truths shuffled: chance control)' if s['shuffle_truth'] else ''}: {m['n']} judged, {m['n_failed']} failed (rerun to retry), {s['requests']} requests ({s['retries']} retries), "
           f"{s['cached']} from cache, {s['prompt_tokens']}+{s['completion_tokens']} tokens, ${s['cost_usd']}, "
-          f"{s['test_questions_without_generation']} test questions without generation; "
-          f"accuracy {m['accuracy']:.2f}% [{ci}] "
-          f"(SK {m['strongly_known']:.2f} K {m['known']:.2f} WU {m['weakly_unknown']:.2f} U {m['unknown']:.2f})")
+          f"{s['test_questions_without_generation']} test questions without generation; {accuracy_text(m)}{levels}")
     return 1 if m["n_failed"] else 0

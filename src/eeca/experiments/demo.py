@@ -189,7 +189,7 @@ def _summary(tb: Testbed, experiment: Path, times: dict[str, float]) -> None:
           "degenerate answers; the same answers judged against a shuffled truth (chance)")
     for r in sorted(results, key=lambda r: (r["ablation"], r["selection"])):
         counts = " / ".join(str(r[f"count_{lv}"]) for lv in LEVELS)
-        print(f"  {r['selection']:>4} {r['size']:>5} {r['ablation']:<9} {r['accuracy']:6.2f}% "
+        print(f"  {r['selection']:>4} {r['size']:>5} {r['ablation']:<9} {_pct(r['accuracy']):>6}% "
               f"[{_pct(r['acc_ci_low'])}, {_pct(r['acc_ci_high'])}]  {counts}  (n={r['n']})  "
               f"degenerate {_pct(r['degenerate_pct'])}%  chance: acc {_pct(r['chance_accuracy'])}% "
               f"WU {_pct(r['chance_weakly_unknown'])}%")

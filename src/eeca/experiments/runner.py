@@ -229,7 +229,7 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
         rows.append({"cell_id": cell_id(cell), "table": cell["table"], "selection": cell["selection"],
                      "size": cell["size"], "ablation": cell["ablation"], "judge": done["judge"],
                      "n": m["n"], "n_failed": m["n_failed"],
-                     **{lv: float(m[lv]) for lv in LEVELS}, "accuracy": float(m["accuracy"]),
+                     **{lv: _float(m[lv]) for lv in LEVELS}, "accuracy": _float(m["accuracy"]),
                      "acc_ci_low": m["acc_ci_low"], "acc_ci_high": m["acc_ci_high"],
                      **{f"count_{lv}": int(m[f"count_{lv}"]) for lv in LEVELS},
                      "degenerate_pct": c.get("degenerate", {}).get("percent"),
@@ -241,6 +241,11 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
     if rows:
         write_parquet(out / "results.parquet", pa.Table.from_pylist(rows))
     return rows
+
+
+def _float(x) -> float | None:
+    """A metrics percentage as float; None where it is not measurable (no verdict, n = 0)."""
+    return None if x is None else float(x)
 
 
 def experiment_command(config: Path, overrides: list[str] = (), only: list[str] = ()) -> int:
