@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,7 +48,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from eeca.config import load_config, to_dict
-from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, write_json
+from eeca.io import atomic_write, JsonlStore, read_json, read_jsonl, run_lock, write_json
 from eeca.mgld.questions import ENTITY_PROMPT, entity_prompt
 
 # Bumped whenever a change here changes which tokens a given seed produces.
@@ -352,7 +353,9 @@ def generate_command(config: Path, out: Path, num_chunks: int = 1, chunk_idx: in
         overrides: config overrides such as k=5 seed=1 entity_prompt=true.
     """
     cfg = load_config(GenerateConfig, config, list(overrides))
-    stats = run_generate(cfg, Path(out), num_chunks, chunk_idx)
+    # chunks (and the processes of accelerate launch) share the folder; each holds its own lock
+    with run_lock(out, "generate", scope=f"chunk{chunk_idx}-of-{num_chunks}-rank{os.environ.get('RANK', '0')}"):
+        stats = run_generate(cfg, Path(out), num_chunks, chunk_idx)
     tps = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
     merged = f"merged into {Path(out) / 'generations.jsonl'}" if stats["merged"] else "waiting for other chunks to merge"
     print(f"generate: share {stats['share'] + 1}/{stats['of']}: {stats['generated']} questions x {cfg.k} answers, "

@@ -54,7 +54,7 @@ from tqdm import tqdm
 from eeca.config import load_config
 from eeca.evaluate.levels import LABEL_TO_LEVEL, LEVEL_TO_LABEL, LEVELS
 from eeca.evaluate.metrics import accuracy_text, compute_metrics
-from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, write_json
+from eeca.io import atomic_write, JsonlStore, read_json, read_jsonl, run_lock, write_json
 from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
 
 
@@ -437,7 +437,8 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
     extra = list(overrides) + ([f"judge={judge}"] if judge else [])
     cfg = load_config(JudgeConfig, config, extra)
     try:
-        result = run_judge(cfg, Path(out))
+        with run_lock(out, "judge"):
+            result = run_judge(cfg, Path(out))
     except FatalChatError as e:
         print(f"eeca judge: stopped: {e} (verdicts given so far are cached; rerun to continue)")
         return 2

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from eeca.config import load_config
 from eeca.evaluate.levels import LEVELS
-from eeca.io import read_json
+from eeca.io import read_json, run_lock
 
 
 @dataclass(frozen=True)
@@ -142,11 +142,16 @@ def demo_command(out: Path = Path("runs/demo"), configs: Path = Path("configs/sy
         seed: world seed (also the selection and training seed).
         landmarks: number of landmarks of the world (default: the world recipe's).
     """
+    out, configs = Path(out), Path(configs)
+    with run_lock(out, "demo"):
+        return _demo(out, configs, seed, landmarks)
+
+
+def _demo(out: Path, configs: Path, seed: int, landmarks: int | None) -> int:
     from eeca.experiments.runner import run_experiment
     from eeca.knowledge.analysis import analyze_command
     from eeca.report.command import report_command
 
-    out, configs = Path(out), Path(configs)
     times: dict[str, float] = {}
     tb = build_testbed(out, configs, seed, landmarks, times)
     experiment = out / "experiment"

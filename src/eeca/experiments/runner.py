@@ -38,7 +38,7 @@ from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
 from eeca.experiments import controls as ctl
 from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand
-from eeca.io import atomic_write, read_json, write_json, write_parquet
+from eeca.io import atomic_write, read_json, RUN_LOCK, run_lock, write_json, write_parquet
 from eeca.knowledge.select import select_table
 from eeca.train.recipes import TrainConfig
 from eeca.train.recipes import run as run_train
@@ -86,7 +86,7 @@ def model_fingerprint(folder: Path) -> str:
     """A checkpoint folder's identity without reading its weights (gigabytes at 8B): the JSON files'
     contents and every other file's name and size. A base model retrained in place gets new cells."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != RUN_LOCK):
         h.update(path.name.encode())
         h.update(path.read_bytes() if path.suffix == ".json" else str(path.stat().st_size).encode())
     return h.hexdigest()
@@ -257,7 +257,8 @@ def experiment_command(config: Path, overrides: list[str] = (), only: list[str] 
         only: run only the cells whose id starts with one of these prefixes (e.g. HDS-25000)
     """
     cfg = load_config(ExperimentConfig, config, list(overrides))
-    s = run_experiment(cfg, list(only) or None)
+    with run_lock(cfg.out, "experiment"):
+        s = run_experiment(cfg, list(only) or None)
     print(f"experiment {cfg.table}: {s['cells']} cells, {len(s['ran'])} run, {len(s['skipped'])} already finished, "
           f"{s['results']} in {Path(cfg.out) / 'results.parquet'}")
     return 0

@@ -42,7 +42,7 @@ from tqdm import tqdm
 
 from eeca.config import load_config, to_dict
 from eeca.gldv2.paths import image_relpath
-from eeca.io import JsonlStore, atomic_write, read_jsonl, read_parquet, write_json, write_parquet
+from eeca.io import atomic_write, JsonlStore, read_jsonl, read_parquet, run_lock, write_json, write_parquet
 from eeca.llm_client import FatalChatError
 from eeca.mgld.annotators import AnnotatorConfig, Request, build_annotator
 from eeca.mgld.questions import load_questions, pick_question
@@ -131,7 +131,8 @@ def stage3_command(config: Path, overrides: list[str], strict: bool = False) -> 
 def _command(stage: str, config: Path, overrides: list[str], strict: bool) -> int:
     cfg = load_config(MgldConfig, config, overrides)
     try:
-        summary = run_stage2(cfg) if stage == "stage2" else run_stage3(cfg)
+        with run_lock(cfg.out, f"mgld {stage}"):  # stage 2 and 3 share the folder: one at a time
+            summary = run_stage2(cfg) if stage == "stage2" else run_stage3(cfg)
     except FatalChatError as e:
         print(f"eeca mgld {stage}: stopped: {e} (finished samples are kept; rerun to continue)")
         return 2
