@@ -207,3 +207,25 @@ def test_a_checkpoint_whose_state_was_cut_by_a_kill_is_not_resumed_from(tmp_path
     (tmp_path / "checkpoint-10").mkdir()  # no state at all yet
     assert latest_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
     assert latest_checkpoint(tmp_path / "none") is None
+
+
+def test_a_resumed_run_with_eval_data_finishes_and_its_summary_covers_every_step(tmp_path, capsys):
+    """A rerun that resumes has no eval loss at the start (None), and its mean train loss is the
+    whole run's, read from the log history, not only the steps after the resume."""
+    from eeca.cli import main
+
+    ckpt = save_tiny_eeca(tmp_path / "ckpt")
+    data = write_llava_json(tmp_path / "data", n=4)
+    cfg = stage3_config(tmp_path, ckpt, data, max_steps=2, save_steps=2, eval_steps=2)
+    (tmp_path / "stage3.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["train", str(tmp_path / "stage3.yaml")]) == 0
+    assert main(["train", str(tmp_path / "stage3.yaml"), "optim.max_steps=4"]) == 0  # resumes from checkpoint-2
+    assert "eval loss n/a (resumed) -> " in capsys.readouterr().out
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from"] == str(out / "checkpoint-2") and summary["steps"] == 4
+    assert summary["eval_loss_start"] is None and summary["eval_loss_end"] is not None
+    losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(losses) == 4  # logging_steps 1
+    assert summary["train_loss_mean"] == pytest.approx(sum(losses) / 4, rel=1e-6)
+    assert summary["train_loss_first"] == losses[0]
