@@ -7,7 +7,6 @@ import subprocess
 import sys
 
 from cli_env import eeca_env
-
 from eeca.cli import main
 
 HOLD = ("import sys; from eeca.io import run_lock\n"
@@ -52,7 +51,7 @@ def test_a_second_process_is_refused_with_the_holder_named_and_runs_once_the_fir
         assert not (run / "judgments.jsonl").exists()
         # every verb that writes a run folder takes the same lock
         mgld = tmp_path / "mgld.yaml"
-        mgld.write_text(f"stage1: s.parquet\nlandmarks: l.parquet\nimage_root: {tmp_path}\nout: {run}\n")
+        mgld.write_text(f"stage1: {judge_cfg}\nlandmarks: {judge_cfg}\nimage_root: {tmp_path}\nout: {run}\n")
         gen = tmp_path / "gen.yaml"
         gen.write_text(f"model: {tmp_path}\ntest_json: {tmp_path / 'test.json'}\nimage_root: {tmp_path}\n")
         for argv in (["score", "i.parquet", "l.parquet", str(tmp_path), str(run), "--model", str(tmp_path)],

@@ -270,15 +270,24 @@ class JsonlStore:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read every record of a JSONL file; a bad line is an error naming file and line."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
+    for lineno, line in enumerate(_read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
     return out
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file; missing, unreadable or not UTF-8 is an InputError naming it (and the byte)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: byte {e.start}: not UTF-8 text ({e.reason})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
 def read_records(path: str | os.PathLike) -> list:
@@ -289,7 +298,7 @@ def read_records(path: str | os.PathLike) -> list:
     if Path(path).suffix == ".jsonl":
         return read_jsonl(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(data, list):

@@ -51,10 +51,10 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from eeca.config import load_config
+from eeca.config import FieldError, InputPath, check_inputs, load_config
 from eeca.evaluate.levels import LABEL_TO_LEVEL, LEVEL_TO_LABEL, LEVELS
 from eeca.evaluate.metrics import accuracy_text, compute_metrics
-from eeca.io import atomic_write, JsonlStore, read_json, read_jsonl, run_lock, write_json
+from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, run_lock, write_json
 from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
 
 
@@ -62,9 +62,9 @@ from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
 class JudgeConfig:
     """Which judge rates the generations and how (the LLM fields are ignored by the rule judge)."""
 
-    generations: Path  # generations.jsonl of eeca generate
-    test_json: Path  # the MGLD test records the generations answer (ground truth)
-    truth: Path | None = None  # optional landmarks JSONL by landmark_id with aliases and place (synthetic world)
+    generations: InputPath  # generations.jsonl of eeca generate
+    test_json: InputPath  # the MGLD test records the generations answer (ground truth)
+    truth: InputPath | None = None  # optional landmarks JSONL by landmark_id with aliases and place (synthetic world)
     judge: Literal["llm", "rule"] = "llm"
     model: str = "gpt-4o-2024-08-06"  # pinned snapshot: a moving alias would change verdicts silently
     base_url: str | None = None  # None = OpenAI; e.g. http://localhost:8000 (vLLM), http://localhost:11434 (Ollama)
@@ -88,6 +88,9 @@ class JudgeConfig:
     def __post_init__(self):
         if self.max_concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0 or self.rule_strong_min < 1:
             raise ValueError("max_concurrency >= 1, max_retries >= 0, timeout_s > 0, rule_strong_min >= 1")
+        for name in ("bootstrap_samples", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -436,6 +439,7 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
     """
     extra = list(overrides) + ([f"judge={judge}"] if judge else [])
     cfg = load_config(JudgeConfig, config, extra)
+    check_inputs(cfg, config)
     try:
         with run_lock(out, "judge"):
             result = run_judge(cfg, Path(out))

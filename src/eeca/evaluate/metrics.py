@@ -158,6 +158,8 @@ def metrics_command(judgments: Path, other: Path | None = None, out: Path | None
         bootstrap_samples: unused (the accuracy interval is exact, Clopper-Pearson); kept for old scripts.
         seed: unused (see bootstrap_samples).
     """
+    if bootstrap_samples < 1:
+        raise InputError(f"--bootstrap-samples {bootstrap_samples}: must be >= 1")
     rows = read_jsonl(judgments)
     other_rows = read_jsonl(other) if other is not None else None
     checked = check_same_generations(judgments, other, rows, other_rows) if other is not None else None

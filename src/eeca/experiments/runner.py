@@ -38,7 +38,7 @@ from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
 from eeca.experiments import controls as ctl
 from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand
-from eeca.io import atomic_write, read_json, RUN_LOCK, run_lock, write_json, write_parquet
+from eeca.io import RUN_LOCK, atomic_write, read_json, run_lock, write_json, write_parquet
 from eeca.knowledge.select import select_table
 from eeca.train.recipes import TrainConfig
 from eeca.train.recipes import run as run_train

@@ -40,9 +40,9 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from eeca.config import load_config, to_dict
+from eeca.config import InputPath, check_inputs, load_config, to_dict
 from eeca.gldv2.paths import image_relpath
-from eeca.io import atomic_write, JsonlStore, read_jsonl, read_parquet, run_lock, write_json, write_parquet
+from eeca.io import JsonlStore, atomic_write, read_jsonl, read_parquet, run_lock, write_json, write_parquet
 from eeca.llm_client import FatalChatError
 from eeca.mgld.annotators import AnnotatorConfig, Request, build_annotator
 from eeca.mgld.questions import load_questions, pick_question
@@ -79,15 +79,15 @@ class MgldConfig:
     every sample and the template's phrasings.
     """
 
-    stage1: Path
-    landmarks: Path
-    image_root: Path
+    stage1: InputPath
+    landmarks: InputPath
+    image_root: InputPath
     out: Path
-    images: Path | None = None
-    truth: Path | None = None
-    questions: Path | None = None
-    stage2_prompt: Path | None = None
-    stage3_prompt: Path | None = None
+    images: InputPath | None = None
+    truth: InputPath | None = None
+    questions: InputPath | None = None
+    stage2_prompt: InputPath | None = None
+    stage3_prompt: InputPath | None = None
     seed: int = 0
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -130,6 +130,7 @@ def stage3_command(config: Path, overrides: list[str], strict: bool = False) -> 
 
 def _command(stage: str, config: Path, overrides: list[str], strict: bool) -> int:
     cfg = load_config(MgldConfig, config, overrides)
+    check_inputs(cfg, config)
     try:
         with run_lock(cfg.out, f"mgld {stage}"):  # stage 2 and 3 share the folder: one at a time
             summary = run_stage2(cfg) if stage == "stage2" else run_stage3(cfg)

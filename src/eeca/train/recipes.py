@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -28,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eeca.config import dump_config, load_config
+from eeca.config import FieldError, InputPath, check_inputs, dump_config, load_config
 from eeca.io import atomic_write, run_lock
 from eeca.train.data import (
     DataConfig,
@@ -63,9 +64,9 @@ class ModelInit:
     (plain HF LLaVA, the baseline without EECA's extras).
     """
 
-    checkpoint: Path | None = None
-    vision_path: Path | None = None
-    llm_path: Path | None = None
+    checkpoint: InputPath | None = None
+    vision_path: InputPath | None = None
+    llm_path: InputPath | None = None
     architecture: Literal["eeca", "llava"] = "eeca"
     config_overrides: dict[str, Any] = field(default_factory=dict)
 
@@ -102,7 +103,7 @@ class OptimSettings:
     num_train_epochs: float = 1.0
     max_steps: int = -1
     bf16: bool = False
-    deepspeed: Path | None = None
+    deepspeed: InputPath | None = None
     gradient_checkpointing: bool = False
     logging_steps: int = 1
     save_steps: int = 500
@@ -116,9 +117,25 @@ class OptimSettings:
 
     def __post_init__(self):
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
-            raise ValueError("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
+            raise FieldError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "mm_learning_rate", "num_train_epochs"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise FieldError(name, f"must be a finite number > 0, got {value}")
+        for name in ("max_grad_norm", "weight_decay"):  # max_grad_norm 0 turns clipping off
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise FieldError(name, f"must be a finite number >= 0, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise FieldError("max_steps", f"must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
+        for name in ("eval_steps", "save_total_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1 or null, got {getattr(self, name)}")
+        if self.dataloader_num_workers < 0:
+            raise FieldError("dataloader_num_workers", f"must be >= 0, got {self.dataloader_num_workers}")
 
 
 @dataclass(frozen=True)
@@ -383,6 +400,7 @@ def train_command(config: str, overrides: list[str]) -> None:
     from accelerate import PartialState
 
     cfg = load_config(TrainConfig, config, overrides)
+    check_inputs(cfg, config)
     # one lock per run, held by its first process (the ranks of one torchrun share the folder)
     with run_lock(cfg.output_dir, "train") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
         s = run(cfg)
