@@ -256,5 +256,4 @@ def test_fuzz_the_record_validator_clear_error_or_exact_records_never_a_tracebac
         else:
             assert results[0] == json.loads(blob) and _really_valid(results[0])
         outcomes["accepted" if results[0] != "refused" else "refused"] += 1
-    print(outcomes)
     assert outcomes["accepted"] > 100 and outcomes["refused"] > 1000

@@ -154,8 +154,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file; unreadable, not UTF-8 or not JSON is an :class:`InputError` naming file and line."""
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table | dict[str, Any]) -> None:

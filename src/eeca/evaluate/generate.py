@@ -146,7 +146,7 @@ def load_model(path: Path, dtype: str, device: torch.device):
     processor = AutoProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = "left"  # decoding appends on the right
     if processor.tokenizer.pad_token is None:
-        raise ValueError(f"{path}: the tokenizer has no pad token; batched generation needs one")
+        raise InputError(f"{path}: the tokenizer has no pad token; batched generation needs one")
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
     return model, processor
 
@@ -302,7 +302,7 @@ def _check_run_config(cfg: GenerateConfig, out: Path, write: bool) -> None:
     if path.exists():
         old = read_json(path)
         if old.get("gen_config_hash") != meta["gen_config_hash"] or old.get("model") != meta["model"]:
-            raise ValueError(f"{out}: holds answers of model {old.get('model')} with config hash "
+            raise InputError(f"{out}: holds answers of model {old.get('model')} with config hash "
                              f"{old.get('gen_config_hash')}; this run is {meta['model']} / {meta['gen_config_hash']}. "
                              "Use another --out.")
     elif write:

@@ -54,7 +54,7 @@ from tqdm import tqdm
 from eeca.config import FieldError, InputPath, check_inputs, load_config
 from eeca.evaluate.levels import LABEL_TO_LEVEL, LEVEL_TO_LABEL, LEVELS
 from eeca.evaluate.metrics import accuracy_text, compute_metrics
-from eeca.io import JsonlStore, atomic_write, read_json, read_jsonl, run_lock, write_json
+from eeca.io import InputError, JsonlStore, atomic_write, read_json, read_jsonl, run_lock, write_json
 from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
 
 
@@ -122,13 +122,13 @@ def load_ground_truth(test_json: Path, truth: Path | None) -> dict[str, GroundTr
     if truth is not None:
         for n, rec in enumerate(read_jsonl(truth), 1):
             if "landmark_id" not in rec or "name" not in rec:
-                raise ValueError(f"{truth}: line {n}: needs fields 'landmark_id' and 'name'")
+                raise InputError(f"{truth}: line {n}: needs fields 'landmark_id' and 'name'")
             extra[int(rec["landmark_id"])] = rec
     out = {}
     for n, rec in enumerate(read_json(test_json)):
         for f in ("id", "landmark_name"):
             if f not in rec:
-                raise ValueError(f"{test_json}: record {n}: field '{f}' is missing")
+                raise InputError(f"{test_json}: record {n}: field '{f}' is missing")
         t = extra.get(int(rec["landmark_id"])) if "landmark_id" in rec else None
         conv = rec.get("conversations") or []
         out[str(rec["id"])] = GroundTruth(
@@ -250,10 +250,10 @@ def derange_truths(landmarks: Mapping[str, Hashable], seed: int) -> dict[str, st
         return {}
     sizes = Counter(landmarks[i] for i in ids)
     if len(sizes) < 2:
-        raise ValueError(f"shuffle_truth: all {n} judged questions show one landmark; a shuffled truth needs at least two")
+        raise InputError(f"shuffle_truth: all {n} judged questions show one landmark; a shuffled truth needs at least two")
     top, m = sizes.most_common(1)[0]
     if 2 * m > n:
-        raise ValueError(f"shuffle_truth: landmark {top!r} has {m} of the {n} judged questions (more than half), so they "
+        raise InputError(f"shuffle_truth: landmark {top!r} has {m} of the {n} judged questions (more than half), so they "
                          "cannot all be given the truth of another landmark")
     rng = random.Random(seed)
     order = list(range(n))
@@ -360,12 +360,12 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
     seen: set[str] = set()
     for n, g in enumerate(gens, 1):
         if str(g.get("id")) in seen:
-            raise ValueError(f"{cfg.generations}: line {n}: duplicate id {g.get('id')!r}")
+            raise InputError(f"{cfg.generations}: line {n}: duplicate id {g.get('id')!r}")
         seen.add(str(g.get("id")))
         if str(g.get("id")) not in truths:
-            raise ValueError(f"{cfg.generations}: line {n}: id {g.get('id')!r} is not in {cfg.test_json}")
+            raise InputError(f"{cfg.generations}: line {n}: id {g.get('id')!r} is not in {cfg.test_json}")
         if not isinstance(g.get("responses"), list) or not g["responses"]:
-            raise ValueError(f"{cfg.generations}: line {n}: field 'responses': expected a non-empty list")
+            raise InputError(f"{cfg.generations}: line {n}: field 'responses': expected a non-empty list")
     generations_sha256 = hashlib.sha256(Path(cfg.generations).read_bytes()).hexdigest()
     donor: dict[str, str] = {}
     if cfg.shuffle_truth:  # chance control: each question against the truth of a question of another landmark

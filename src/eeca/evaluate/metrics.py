@@ -39,7 +39,7 @@ def compute_metrics(rows: list[dict], bootstrap_samples: int = 2000, seed: int =
     ok = [r for r in rows if r.get("status") == "ok"]
     bad = [r for r in ok if r.get("level") not in LEVELS]
     if bad:
-        raise ValueError(f"judgment {bad[0].get('id')!r}: status ok but level {bad[0].get('level')!r} is not one of {LEVELS}")
+        raise InputError(f"judgment {bad[0].get('id')!r}: status ok but level {bad[0].get('level')!r} is not one of {LEVELS}")
     n = len(ok)
     counts = {lv: sum(r["level"] == lv for r in ok) for lv in LEVELS}
     out: dict = {"n": n, "n_failed": len(rows) - n}
