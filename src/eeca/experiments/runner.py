@@ -32,7 +32,7 @@ import pyarrow as pa
 import torch
 from accelerate import PartialState
 
-from eeca.config import load_config
+from eeca.config import InputPath, check_inputs, load_config
 from eeca.evaluate.generate import GenerateConfig, run_generate
 from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
@@ -50,11 +50,11 @@ class ExperimentConfig:
 
     out: Path  # run folder: cells/, results.parquet
     table: str  # which of the paper's tables this grid reproduces (table1..table4, fig5, or any name)
-    base_model: Path  # the starting checkpoint (the paper's LLaVA-1.5 initialisation); baseline cells evaluate it
-    train_records: Path  # MGLD train.json (the test split already removed): the pool subsets are drawn from
-    train_recipe: Path  # stage-3 TrainConfig YAML
-    generate: Path  # GenerateConfig YAML
-    judge: Path  # JudgeConfig YAML
+    base_model: InputPath  # the starting checkpoint (the paper's LLaVA-1.5 initialisation); baseline cells evaluate it
+    train_records: InputPath  # MGLD train.json (the test split already removed): the pool subsets are drawn from
+    train_recipe: InputPath  # stage-3 TrainConfig YAML
+    generate: InputPath  # GenerateConfig YAML
+    judge: InputPath  # JudgeConfig YAML
     grid: list[GridSpec]
     hc_weight: float = 1.0  # l2 of the paper's total loss when a cell turns L_HC on
     eac_weight: float = 1.0  # l3 when a cell turns L_EAC on
@@ -257,6 +257,7 @@ def experiment_command(config: Path, overrides: list[str] = (), only: list[str] 
         only: run only the cells whose id starts with one of these prefixes (e.g. HDS-25000)
     """
     cfg = load_config(ExperimentConfig, config, list(overrides))
+    check_inputs(cfg, config)
     with run_lock(cfg.out, "experiment"):
         s = run_experiment(cfg, list(only) or None)
     print(f"experiment {cfg.table}: {s['cells']} cells, {len(s['ran'])} run, {len(s['skipped'])} already finished, "
