@@ -89,6 +89,16 @@ def test_user_errors_are_one_line_naming_file_and_field_with_status_2(tmp_path, 
                                      "bootstrap_samples": 0}))
     assert main(["judge", str(judge), str(tmp_path / "j")]) == 2
     _one_line(capsys, str(judge), "field 'bootstrap_samples'")
+    for gen_line, test_rec, field in (('{"id": "q0", "responses": [1, 2]}', _record(0), "responses"),
+                                      ('["q0"]', _record(0), "JSON object"),
+                                      ('{"id": "q0", "responses": ["a"]}', _record(0, landmark_id="x"), "landmark_id")):
+        gens.write_text(gen_line + "\n")
+        test = tmp_path / "judge_test.json"
+        test.write_text(json.dumps([test_rec]))
+        judge.write_text(yaml.safe_dump({"generations": str(gens), "test_json": str(test), "judge": "rule"}))
+        assert main(["judge", str(judge), str(tmp_path / "j")]) == 2, field
+        _one_line(capsys, field)
+    gens.write_text("")
     assert main(["metrics", str(gens), "--bootstrap-samples", "0"]) == 2
     _one_line(capsys, "--bootstrap-samples 0")
 

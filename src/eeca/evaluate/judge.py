@@ -56,6 +56,7 @@ from eeca.evaluate.levels import LABEL_TO_LEVEL, LEVEL_TO_LABEL, LEVELS
 from eeca.evaluate.metrics import accuracy_text, compute_metrics
 from eeca.io import InputError, JsonlStore, atomic_write, read_json, read_jsonl, run_lock, write_json
 from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
+from eeca.mgld.schema import check
 
 
 @dataclass(frozen=True)
@@ -121,14 +122,13 @@ def load_ground_truth(test_json: Path, truth: Path | None) -> dict[str, GroundTr
     extra: dict[int, dict] = {}
     if truth is not None:
         for n, rec in enumerate(read_jsonl(truth), 1):
-            if "landmark_id" not in rec or "name" not in rec:
-                raise InputError(f"{truth}: line {n}: needs fields 'landmark_id' and 'name'")
+            _require(rec, _TRUTH_RECORD, f"{truth}: line {n}")
             extra[int(rec["landmark_id"])] = rec
     out = {}
-    for n, rec in enumerate(read_json(test_json)):
-        for f in ("id", "landmark_name"):
-            if f not in rec:
-                raise InputError(f"{test_json}: record {n}: field '{f}' is missing")
+    records = read_json(test_json)
+    _require(records, {"type": "array"}, str(test_json))
+    for n, rec in enumerate(records):
+        _require(rec, _TEST_RECORD, f"{test_json}: record {n}")
         t = extra.get(int(rec["landmark_id"])) if "landmark_id" in rec else None
         conv = rec.get("conversations") or []
         out[str(rec["id"])] = GroundTruth(
@@ -137,6 +137,23 @@ def load_ground_truth(test_json: Path, truth: Path | None) -> dict[str, GroundTr
             aliases=tuple((t or {}).get("aliases", ())),
             answer=conv[1]["value"] if len(conv) > 1 and isinstance(conv[1], dict) else "")
     return out
+
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+# what the judge reads of a test record and of a landmarks truth record (the rest is not its concern)
+_TEST_RECORD = {"type": "object", "required": ["id", "landmark_name"],
+                "properties": {"id": {"type": ["string", "integer"]}, "landmark_name": {"type": "string", "minLength": 1},
+                               "landmark_id": {"type": "integer"}, "hierarchical_label": {"type": ["string", "null"]},
+                               "entities": _STRINGS, "conversations": {"type": "array"}}}
+_TRUTH_RECORD = {"type": "object", "required": ["landmark_id", "name"],
+                 "properties": {"landmark_id": {"type": "integer"}, "name": {"type": "string"},
+                                "place": {"type": "string"}, "aliases": _STRINGS, "entities": _STRINGS}}
+
+
+def _require(value, schema: dict, where: str) -> None:
+    problems = check(value, schema)
+    if problems:
+        raise InputError(f"{where}: field '{problems[0][0]}': {problems[0][1]}")
 
 
 def cache_key(judge_id: str, record_id: str, responses: list[str], truth: GroundTruth) -> str:
@@ -359,13 +376,16 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
     truths = load_ground_truth(cfg.test_json, cfg.truth)
     seen: set[str] = set()
     for n, g in enumerate(gens, 1):
+        if not isinstance(g, dict):
+            raise InputError(f"{cfg.generations}: line {n}: expected a JSON object, got {type(g).__name__}")
         if str(g.get("id")) in seen:
             raise InputError(f"{cfg.generations}: line {n}: duplicate id {g.get('id')!r}")
         seen.add(str(g.get("id")))
         if str(g.get("id")) not in truths:
             raise InputError(f"{cfg.generations}: line {n}: id {g.get('id')!r} is not in {cfg.test_json}")
-        if not isinstance(g.get("responses"), list) or not g["responses"]:
-            raise InputError(f"{cfg.generations}: line {n}: field 'responses': expected a non-empty list")
+        if not isinstance(g.get("responses"), list) or not g["responses"] or \
+                not all(isinstance(r, str) for r in g["responses"]):
+            raise InputError(f"{cfg.generations}: line {n}: field 'responses': expected a non-empty list of strings")
     generations_sha256 = hashlib.sha256(Path(cfg.generations).read_bytes()).hexdigest()
     donor: dict[str, str] = {}
     if cfg.shuffle_truth:  # chance control: each question against the truth of a question of another landmark
