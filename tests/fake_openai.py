@@ -9,6 +9,12 @@ in ``reply(body)``: ``(200, assistant content)`` or ``(error status, message)``.
 (the verdict to return), ``401x<n>`` / ``429x<n>`` / ``500x<n>`` (fail the first n attempts),
 ``timeoutx<n>`` (stall past the client's timeout the first n attempts), ``malformed``, ``offlabel``
 and ``always500``. With ``healthy = True`` every directive but ``lvl=`` is ignored.
+
+Misbehaving servers: a reply may also be a :class:`Raw` (status, body bytes, content type), sent as
+is. :func:`misbehave` maps a mode name to such a reply (a 200 with an HTML or non-JSON body, JSON of
+the wrong schema, no choices, a choice without a message, a null body, a cut body; a 400 or 500 error
+and a 200 answer that echo the request's Authorization header); ``JudgeServer`` answers them for
+the directive ``bad=<mode>`` in the ground-truth name.
 """
 
 from __future__ import annotations
@@ -18,9 +24,49 @@ import re
 import threading
 import time
 from collections import Counter
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 CHAT = "/v1/chat/completions"
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A reply sent byte for byte: whatever a broken or hostile server might send."""
+
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+def _completion(model: str, text: str) -> dict:
+    return {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}}
+
+
+MODES = ("html", "nonjson", "wrongschema", "nochoices", "nomessage", "null", "cut", "badusage",
+         "echo400", "echo500", "echo200")
+
+
+def misbehave(mode: str, model: str, auth: str) -> Raw:
+    """The misbehaving reply ``mode`` (one of MODES); ``auth`` is the request's Authorization header."""
+    good = json.dumps(_completion(model, json.dumps({"level": "Known", "explanation": "x"}))).encode()
+    replies = {
+        "html": Raw(200, b"<html><body><h1>502 Bad Gateway</h1></body></html>", "text/html"),
+        "nonjson": Raw(200, b"this is not json {"),
+        "wrongschema": Raw(200, json.dumps({"result": "Known"}).encode()),
+        "nochoices": Raw(200, json.dumps({**_completion(model, "x"), "choices": []}).encode()),
+        "nomessage": Raw(200, json.dumps({**_completion(model, "x"), "choices": [{"index": 0}]}).encode()),
+        "null": Raw(200, b"null"),
+        "cut": Raw(200, good[: len(good) // 2]),
+        "badusage": Raw(200, json.dumps({**_completion(model, '{"level": "Known", "explanation": "x"}'),
+                                         "usage": {"prompt_tokens": "many"}}).encode()),
+        "echo400": Raw(400, json.dumps({"error": {"message": f"bad request; you sent Authorization: {auth}"}}).encode()),
+        "echo500": Raw(500, f"upstream failed for Authorization: {auth}".encode(), "text/plain"),
+        "echo200": Raw(200, json.dumps(_completion(model, f"your header was {auth}")).encode()),
+    }
+    return replies[mode]
 
 
 class FakeOpenAI:
@@ -55,19 +101,19 @@ class FakeOpenAI:
                     return self._send(404, {"error": {"message": f"not found: {self.path} {body.get('model')}"}})
                 if fake.latency:
                     time.sleep(fake.latency)
-                status, text = fake.reply(body)
+                reply = fake.reply(body, self.headers.get("Authorization", ""))
+                if isinstance(reply, Raw):
+                    return self._send(reply.status, reply.body, reply.content_type)
+                status, text = reply
                 if status != 200:
                     return self._send(status, {"error": {"message": text}})
-                self._send(200, {"id": "cmpl-1", "object": "chat.completion", "created": 0, "model": fake.model,
-                                 "choices": [{"index": 0, "finish_reason": "stop",
-                                              "message": {"role": "assistant", "content": text}}],
-                                 "usage": {"prompt_tokens": 100, "completion_tokens": 10, "total_tokens": 110}})
+                self._send(200, _completion(fake.model, text))
 
-            def _send(self, code: int, obj: dict):
-                data = json.dumps(obj).encode()
+            def _send(self, code: int, obj: dict | bytes, content_type: str = "application/json"):
+                data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
                 try:
                     self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     self.send_header("retry-after-ms", "1")  # keeps the client's backoff short in tests
                     self.end_headers()
@@ -83,7 +129,7 @@ class FakeOpenAI:
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def reply(self, body: dict) -> tuple[int, str]:
+    def reply(self, body: dict, auth: str = "") -> tuple[int, str] | Raw:
         raise NotImplementedError
 
     @property
@@ -109,7 +155,7 @@ class JudgeServer(FakeOpenAI):
         self.healthy = False
         self.attempts: Counter = Counter()  # per ground-truth name
 
-    def reply(self, body: dict) -> tuple[int, str]:
+    def reply(self, body: dict, auth: str = "") -> tuple[int, str] | Raw:
         name = re.search(r"Ground truth landmark: (.*)", body["messages"][-1]["content"]).group(1)
         with self.lock:
             self.attempts[name] += 1
@@ -124,6 +170,9 @@ class JudgeServer(FakeOpenAI):
                 time.sleep(self.stall)
                 return 200, content
             return int(fail.group(1)), "injected"
+        bad = re.search(r"bad=(\w+)", name)
+        if bad:
+            return misbehave(bad.group(1), self.model, auth)
         if "always500" in name:
             return 500, "injected"
         if "malformed" in name:

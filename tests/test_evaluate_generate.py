@@ -21,7 +21,7 @@ from eeca.evaluate.generate import (
     load_model,
     run_generate,
 )
-from eeca.io import read_jsonl
+from eeca.io import InputError, read_jsonl
 from tiny_llava import build_tiny_llava
 
 QUESTIONS = ["Which landmark is this?", "What is this place called?", "Describe the building.",
@@ -169,7 +169,8 @@ def test_kill_9_then_resume_gives_the_uninterrupted_output(world, tmp_path):
 def test_missing_image_is_a_counted_skip_and_bad_records_are_named(world, tmp_path):
     records = [dict(r) for r in world["records"][:3]]
     records[1]["image"] = "nope.jpg"
-    records[2]["image"] = "../../etc/passwd"
+    (world["images"] / "escape.jpg").symlink_to(world["images"].parent / "elsewhere.jpg")
+    records[2]["image"] = "escape.jpg"  # a link out of the image root
     path = tmp_path / "t.json"
     path.write_text(json.dumps(records))
     out = tmp_path / "o"
@@ -180,10 +181,10 @@ def test_missing_image_is_a_counted_skip_and_bad_records_are_named(world, tmp_pa
 
     records[1] = {**records[0]}
     path.write_text(json.dumps(records))
-    with pytest.raises(ValueError, match=r"record 1: field 'id': duplicate id 'q0'"):
+    with pytest.raises(InputError, match=r"record 1 \(id=q0\): id: duplicate of record 0"):
         run_generate(make_cfg(world, test_json=str(path)), tmp_path / "o2")
     path.write_text(json.dumps([{**records[0], "conversations": [{"from": "gpt", "value": "x"}]}]))
-    with pytest.raises(ValueError, match=r"record 0 \(id q0\): field 'conversations'"):
+    with pytest.raises(InputError, match=r"record 0 \(id=q0\): conversations"):
         run_generate(make_cfg(world, test_json=str(path)), tmp_path / "o3")
 
 

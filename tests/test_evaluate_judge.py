@@ -236,7 +236,8 @@ def test_judge_command_prints_without_an_interval_when_nothing_was_judged(tmp_pa
     cfg = tmp_path / "judge.yaml"
     cfg.write_text(f"generations: {gens}\ntest_json: {test}\njudge: rule\n")
     result = run_eeca("judge", cfg, tmp_path / "out")
-    assert "0 judged" in result.stdout and "accuracy 0.00% [n/a]" in result.stdout
+    assert "0 judged" in result.stdout and "accuracy not measurable (n = 0" in result.stdout
+    assert read_json(tmp_path / "out" / "metrics.json")["accuracy"] is None
 
 
 # ---- the judge chance control: a shuffled truth ---------------------------------------------------

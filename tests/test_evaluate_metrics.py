@@ -45,7 +45,7 @@ def test_middle_case_matches_beta_quantiles():
 
 def test_no_judged_question_gives_no_interval_and_no_seed_in_the_output():
     m = compute_metrics(_rows([None, None]))
-    assert (m["n"], m["n_failed"], m["accuracy"], m["acc_ci_low"], m["acc_ci_high"]) == (0, 2, 0.0, None, None)
+    assert (m["n"], m["n_failed"], m["accuracy"], m["acc_ci_low"], m["acc_ci_high"]) == (0, 2, None, None, None)
     assert clopper_pearson_ci(0, 0) == (None, None)
     assert "bootstrap_samples" not in m and "bootstrap_seed" not in m
     # the old arguments are still accepted and change nothing: the interval is exact

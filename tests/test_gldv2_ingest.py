@@ -16,6 +16,7 @@ from cli_env import eeca_env
 from eeca.gldv2 import ingest as ingest_mod
 from eeca.gldv2.csvfiles import CsvFormatError
 from eeca.gldv2.ingest import SeenIds, ingest, landmark_resolver
+from eeca.io import RUN_LOCK
 from gldv2_fixtures import category_url, make_root, write_csv
 
 TITLES = {7: "Eiffel_Tower", 12: "St._Mary%27s_Church_(Dublin)", 30: "%E6%B8%85%E6%B0%B4%E5%AF%BA",
@@ -209,7 +210,7 @@ def test_bad_row_is_a_counted_skip(case, breaker, where, small_root, tmp_path):
 def test_cli_reports_a_bad_file_without_a_traceback(small_root, tmp_path, run_eeca):
     write_csv(small_root / "train.csv", ("id", "landmark_id"), [("0123456789abcdef", 7)])
     proc = run_eeca("gldv2", "ingest", small_root, tmp_path / "out", check=False)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{small_root / 'train.csv'}: line 1: field 'url': required column missing" in proc.stderr
 
 
@@ -247,7 +248,7 @@ def test_kill_9_mid_ingest_then_rerun_gives_the_uninterrupted_output(tmp_path):
     proc.wait()
     assert not (out / "images.parquet").exists() and list(out.glob("*.tmp-*"))  # killed mid-way
     ingest(root, out)
-    assert sorted(p.name for p in out.iterdir()) == ["images.parquet", "landmarks.parquet", "skipped.csv"]
+    assert sorted(p.name for p in out.iterdir() if p.name != RUN_LOCK) == ["images.parquet", "landmarks.parquet", "skipped.csv"]
     for name in ("images.parquet", "landmarks.parquet", "skipped.csv"):
         assert (out / name).read_bytes() == (tmp_path / "reference" / name).read_bytes()
 

@@ -215,6 +215,28 @@ def test_a_missing_checkpoint_is_one_line_and_nothing_is_written(tmp_path, capsy
     data = write_llava_json(tmp_path / "data", n=2)
     recipe = stage3_config(tmp_path, tmp_path / "no-stage2", data)
     (tmp_path / "s3.yaml").write_text(yaml.safe_dump(recipe))
-    assert main(["train", str(tmp_path / "s3.yaml")]) == 1
+    assert main(["train", str(tmp_path / "s3.yaml")]) == 2
     assert capsys.readouterr().err == f"eeca train: error: model.checkpoint: no model folder {tmp_path / 'no-stage2'}\n"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_resumed_run_with_eval_data_finishes_and_its_summary_covers_every_step(tmp_path, capsys):
+    """A rerun that resumes has no eval loss at the start (None), and its mean train loss is the
+    whole run's, read from the log history, not only the steps after the resume."""
+    from eeca.cli import main
+
+    ckpt = save_tiny_eeca(tmp_path / "ckpt")
+    data = write_llava_json(tmp_path / "data", n=4)
+    cfg = stage3_config(tmp_path, ckpt, data, max_steps=2, save_steps=2, eval_steps=2)
+    (tmp_path / "stage3.yaml").write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    assert main(["train", str(tmp_path / "stage3.yaml")]) == 0
+    assert main(["train", str(tmp_path / "stage3.yaml"), "optim.max_steps=4"]) == 0  # resumes from checkpoint-2
+    assert "eval loss n/a (resumed) -> " in capsys.readouterr().out
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["resumed_from"] == str(out / "checkpoint-2") and summary["steps"] == 4
+    assert summary["eval_loss_start"] is None and summary["eval_loss_end"] is not None
+    losses = [e["loss"] for e in json.loads((out / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+    assert len(losses) == 4  # logging_steps 1
+    assert summary["train_loss_mean"] == pytest.approx(sum(losses) / 4, rel=1e-6)
+    assert summary["train_loss_first"] == losses[0]

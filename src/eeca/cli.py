@@ -74,11 +74,12 @@ def main(argv: list[str] | None = None) -> int:
         result = fn(**args)
     except Exception as e:
         from eeca.io import InputError  # imported here: `eeca --help` must not load pyarrow
+        from eeca.llm_client import redact
 
         if not isinstance(e, InputError):
             raise
-        print(f"eeca {verb}: error: {e}", file=sys.stderr)
-        return 1
+        print(f"eeca {verb}: error: {redact(e)}", file=sys.stderr)
+        return 2
     return int(result) if isinstance(result, int) and not isinstance(result, bool) else 0
 
 

@@ -3,7 +3,8 @@
 Each stage declares its configuration as a frozen dataclass beside the code that uses it (for
 example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader they all share:
 
-* ``yaml.safe_load`` only: no tags, no eval, no dotted import strings.
+* ``yaml.safe_load`` only: no tags, no eval, no dotted import strings; a key given twice in one
+  mapping is an error naming both lines (YAML itself would silently keep the last one).
 * Every field is checked against its annotation (``int``, ``float``, ``str``, ``bool``, ``Path``,
   ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and nested
   dataclasses); unknown and missing keys are errors. A float field also takes exponent notation
@@ -12,6 +13,9 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
   plain ``ValueError``, reported against the one field its message mentions, else the whole
   dataclass.
 * Every error is a :class:`ConfigError` naming the file and the dotted field.
+* Fields annotated :data:`InputPath` name files or folders a run reads; :func:`check_inputs`, called
+  by a verb before it starts, refuses any that does not exist (configs are also built for files a
+  pipeline writes later, so loading alone does not check).
 * Command-line overrides ``a.b=value`` are parsed as YAML scalars and applied before validation.
 """
 
@@ -22,13 +26,16 @@ import re
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
 from eeca.io import InputError
 
 T = TypeVar("T")
+
+# a Path that a run reads: must exist when the run starts (check_inputs)
+InputPath = Annotated[Path, "input"]
 
 # a YAML 1.2 float such as 1e-3 or -2.5E+4 (YAML 1.1, which PyYAML follows, needs a dot)
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -58,12 +65,45 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = No
     except OSError as e:
         raise ConfigError(str(path), "<file>", f"cannot read: {e.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+    except _DuplicateKey as e:
+        raise ConfigError(str(path), e.key, f"given twice (lines {e.first} and {e.again}); remove one") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark else "<file>"
         raise ConfigError(str(path), where, f"invalid YAML: {getattr(e, 'problem', e)}") from None
     return from_dict(cls, data if data is not None else {}, source=str(path), overrides=overrides)
+
+
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: str, first: int, again: int):
+        self.key, self.first, self.again = key, first, again
+        super().__init__(f"key {key!r} given twice (lines {first} and {again})")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key repeated within one mapping."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if isinstance(key, typing.Hashable) and key in seen:
+                raise _DuplicateKey(str(key), seen[key] + 1, key_node.start_mark.line + 1)
+            if isinstance(key, typing.Hashable):
+                seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def check_inputs(cfg: Any, source: str, prefix: str = "") -> None:
+    """Refuse a config whose :data:`InputPath` fields name files or folders that do not exist."""
+    hints = typing.get_type_hints(type(cfg), include_extras=True)
+    for f in dataclasses.fields(cfg):
+        value, tp = getattr(cfg, f.name), hints[f.name]
+        if dataclasses.is_dataclass(value):
+            check_inputs(value, source, f"{prefix}{f.name}.")
+        elif isinstance(value, Path) and InputPath in (tp, *typing.get_args(tp)) and not value.exists():
+            raise ConfigError(source, f"{prefix}{f.name}", f"no such file or folder: {value}")
 
 
 def from_dict(cls: type[T], data: Any, source: str = "<dict>", overrides: list[str] | None = None) -> T:

@@ -10,14 +10,22 @@ and a rerun continues where the killed run stopped:
 * :class:`JsonlStore` is an append-only JSONL file keyed by a record field (default ``id``).
   Opening it reads what is there; a torn last line (the process died mid-write) is cut off and
   counted, and every complete record is kept. Appends are flushed and fsynced.
+* :func:`run_lock`: every verb that writes a run folder holds an OS file lock on it for the whole
+  run, so two processes never do (or pay for) the same work twice, nor interleave their writes; the
+  second one gets an :class:`InputError` naming the holder. The kernel drops the lock when its
+  process dies, ``kill -9`` included, so there is no stale lock to clean up.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
+import fcntl
 import glob
 import json
 import os
+import socket
+import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,8 +37,70 @@ import pyarrow.parquet as pq
 class InputError(ValueError):
     """A bad input file or value, named by file (and line or field where there is one).
 
-    The ``eeca`` command prints these as one-line errors (exit status 1) instead of a traceback.
+    The ``eeca`` command prints these as one-line errors (exit status 2) instead of a traceback.
     """
+
+
+RUN_LOCK = ".eeca.lock"
+_held: dict[Path, int] = {}  # lock files this process holds -> nesting depth (a verb inside a verb)
+_held_guard = threading.Lock()
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike, verb: str, scope: str = "") -> Iterator[Path]:
+    """Hold an exclusive ``fcntl.flock`` on ``folder/.eeca.lock`` while the block runs.
+
+    ``scope`` names a share of the folder that may run beside the others (``eeca generate``'s
+    chunks: ``.eeca-<scope>.lock``). The lock file records the holder (pid, host, verb, start time,
+    UTC); a second process asking for the same lock gets an :class:`InputError` naming it. A lock
+    this process already holds is taken again (nested runs). Yields the lock file's path.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = (folder / (f".eeca-{scope}.lock" if scope else RUN_LOCK)).resolve()
+    with _held_guard:
+        if path in _held:
+            _held[path] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield path
+        finally:
+            with _held_guard:
+                _held[path] -= 1
+        return
+    f = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()
+        f.close()
+        raise InputError(f"{folder}: in use by another run ({_describe_holder(holder)}; lock file {path}); "
+                         "wait for it to end or choose another output folder") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "verb": verb,
+                            "started": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")}) + "\n")
+        f.flush()
+        with _held_guard:
+            _held[path] = 1
+        yield path
+    finally:
+        with _held_guard:
+            _held.pop(path, None)
+        f.close()  # closing the file releases the lock
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        h = json.loads(text)
+        return f"eeca {h['verb']}, pid {h['pid']} on host {h['host']}, started {h['started']}"
+    except (ValueError, KeyError, TypeError):
+        return "a process that is just starting"
 
 
 @contextlib.contextmanager
@@ -84,8 +154,11 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+    """A JSON file; unreadable, not UTF-8 or not JSON is an :class:`InputError` naming file and line."""
+    try:
+        return json.loads(_read_text(path))
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
 
 
 def write_parquet(path: str | os.PathLike, table: pa.Table | dict[str, Any]) -> None:
@@ -200,15 +273,24 @@ class JsonlStore:
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
     """Read every record of a JSONL file; a bad line is an error naming file and line."""
     out = []
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
+    for lineno, line in enumerate(_read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise InputError(f"{path}: line {lineno}: invalid JSON ({e.msg})") from None
     return out
+
+
+def _read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file; missing, unreadable or not UTF-8 is an InputError naming it (and the byte)."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: byte {e.start}: not UTF-8 text ({e.reason})") from None
+    except OSError as e:
+        raise InputError(f"{path}: cannot read: {e.strerror or e}") from None
 
 
 def read_records(path: str | os.PathLike) -> list:
@@ -219,7 +301,7 @@ def read_records(path: str | os.PathLike) -> list:
     if Path(path).suffix == ".jsonl":
         return read_jsonl(path)
     try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data = json.loads(_read_text(path))
     except json.JSONDecodeError as e:
         raise InputError(f"{path}: line {e.lineno}: invalid JSON ({e.msg})") from None
     if not isinstance(data, list):

@@ -10,8 +10,12 @@ lazily, when a client is made. Built on the official ``openai`` client, adding w
 * :func:`normalize_base_url`: ``http://host:11434`` -> ``http://host:11434/v1``; a pasted
   endpoint (``.../v1/chat/completions``) is cut back to its API root.
 * :func:`resolve_api_key`: the key comes only from an environment variable; local servers that
-  need none get a dummy key (the client refuses to start without one). The key is never written
-  to a file or a log line.
+  need none get a dummy key (the client refuses to start without one).
+* :func:`redact`: the one place secrets are removed from text: the configured keys, any
+  ``Bearer ...`` and ``sk-...`` token. Every text that comes from a server passes through it (the
+  message of every :class:`ChatError` / :class:`FatalChatError` and the text of every
+  :class:`Completion`), and the command line applies it to every error it prints, so a server that
+  echoes the Authorization header cannot put the key into a file or a log line.
 * :meth:`ChatClient.health_check`: ``GET /v1/models`` once before the first request, failing fast
   with the served model names when the configured one is absent.
 * :meth:`ChatClient.chat`: retries 408/409/429/5xx, timeouts and dropped connections with
@@ -20,7 +24,9 @@ lazily, when a client is made. Built on the official ``openai`` client, adding w
   telling the caller how often it retried; so its own retries are off (``max_retries=0``) and the
   policy lives here, configurable and counted. 401/403/404 raise :class:`FatalChatError` (no
   request can succeed: stop the run); any other failure raises :class:`ChatError` (this sample
-  failed: record it, never guess).
+  failed: record it, never guess). Any reply the client cannot read (a 200 with HTML or non-JSON,
+  a body cut short, JSON of another schema, no choices, a choice without a message) is such a
+  failure too, whatever exception the reading raised: the caller counts it and a rerun asks again.
 * :class:`Usage`: thread-safe request / retry / token counters and the cost they imply.
 """
 
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import threading
 import time
 from dataclasses import dataclass, field
@@ -37,12 +44,30 @@ OPENAI_API = "https://api.openai.com/v1"
 _ENDPOINTS = ("/chat/completions", "/completions", "/models")
 
 
+_SECRETS: set[str] = set()  # the API keys read by resolve_api_key in this process
+_TOKENS = re.compile(r"(?i)\b(bearer)\s+[^\s\"',;]+|\bsk-[A-Za-z0-9_\-]{6,}")
+
+
+def redact(text: object) -> str:
+    """``text`` without the configured API keys and without any ``Bearer ...`` or ``sk-...`` token."""
+    out = str(text)
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        out = out.replace(secret, "[redacted]")
+    return _TOKENS.sub(lambda m: f"{m.group(1)} [redacted]" if m.group(1) else "sk-[redacted]", out)
+
+
 class ChatError(RuntimeError):
-    """One sample's request failed for good (retries exhausted, or rejected as bad)."""
+    """One sample's request failed for good (retries exhausted, or rejected as bad); message redacted."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 class FatalChatError(RuntimeError):
-    """No request can succeed (bad key, unknown model, unreachable server): stop the run."""
+    """No request can succeed (bad key, unknown model, unreachable server): stop the run; message redacted."""
+
+    def __init__(self, message: str):
+        super().__init__(redact(message))
 
 
 def normalize_base_url(url: str | None) -> str:
@@ -64,6 +89,7 @@ def resolve_api_key(base_url: str, env_var: str) -> str:
     """The key in ``$env_var``; a dummy for servers other than api.openai.com when it is unset."""
     key = os.environ.get(env_var, "").strip()
     if key:
+        _SECRETS.add(key)
         return key
     if urlsplit(base_url).hostname == "api.openai.com":
         raise FatalChatError(f"{base_url} needs an API key: set the environment variable {env_var}")
@@ -141,9 +167,12 @@ class ChatClient:
             if self._checked:
                 return []
             try:
-                served = sorted(m.id for m in self._call(self._client.models.list))
+                served = sorted(str(m.id) for m in self._call(self._client.models.list))
             except ChatError as e:
                 raise FatalChatError(f"{self.base_url}/models: health check failed: {e}") from None
+            except Exception as e:  # a reply that is not a model list
+                raise FatalChatError(f"{self.base_url}/models: health check failed: unreadable reply "
+                                     f"({type(e).__name__}: {_short(str(e))})") from None
             if served and self.model not in served:
                 raise FatalChatError(f"{self.base_url} does not serve model {self.model!r}; it serves: "
                                      f"{', '.join(served[:20])}")
@@ -153,13 +182,19 @@ class ChatClient:
     def chat(self, messages: list[dict], **params) -> Completion:
         """One chat completion (``params`` go to ``chat.completions.create``), retried per the policy."""
         resp = self._call(self._client.chat.completions.create, model=self.model, messages=messages, **params)
-        tokens = {"prompt_tokens": resp.usage.prompt_tokens if resp.usage else 0,
-                  "completion_tokens": resp.usage.completion_tokens if resp.usage else 0}
+        usage = getattr(resp, "usage", None)
+        tokens = {name: _count(getattr(usage, name, 0)) for name in ("prompt_tokens", "completion_tokens")}
         self.usage.add(**tokens)  # counted whatever the reply holds: the server bills them
-        if not resp.choices:
-            raise ChatError("the server returned no choices")
-        choice = resp.choices[0]
-        return Completion(text=choice.message.content or "", finish_reason=choice.finish_reason, **tokens)
+        choices = getattr(resp, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise ChatError(f"unreadable reply: no choices in {_short(repr(resp))}")
+        message = getattr(choices[0], "message", None)
+        content = getattr(message, "content", None)
+        if message is None or not isinstance(content, str | None):
+            raise ChatError(f"unreadable reply: the first choice has no message text: {_short(repr(choices[0]))}")
+        finish = getattr(choices[0], "finish_reason", None)
+        return Completion(text=redact(content or ""), finish_reason=finish if isinstance(finish, str) else None,
+                          **tokens)
 
     def _call(self, fn, **kwargs):
         openai = self._openai
@@ -183,6 +218,8 @@ class ChatClient:
                 reason, retry_after = f"connection error: {_short(str(e))}", None
             except openai.APIError as e:  # a reply the client cannot read: asking again will not help
                 raise ChatError(f"unreadable reply: {_short(str(e))}") from None
+            except Exception as e:  # the client failed reading the reply (non-JSON body, cut short)
+                raise ChatError(f"unreadable reply: {type(e).__name__}: {_short(str(e))}") from None
             if attempt == self.max_retries:
                 raise ChatError(f"{reason} (gave up after {attempt + 1} attempts)")
             time.sleep(self._delay(attempt, retry_after))
@@ -205,6 +242,11 @@ def _retry_after(response) -> float | None:
         except (KeyError, TypeError, ValueError):
             continue
     return None
+
+
+def _count(value: object) -> int:
+    """A token count from a reply; 0 when the server sent something else."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
 
 
 def _short(text: str, limit: int = 200) -> str:

@@ -15,7 +15,7 @@ import yaml
 from PIL import Image
 
 from eeca.gldv2.paths import image_path
-from fake_openai import FakeOpenAI
+from fake_openai import FakeOpenAI, misbehave
 
 CATEGORIES = ["tower", "church", "bridge", "lake"]
 
@@ -58,7 +58,8 @@ class AnnotatorServer(FakeOpenAI):
 
     ``script[landmark name]`` is a list of actions consumed one per chat request for that sample:
     ``429``, ``500``, ``timeout`` (sleeps past the client's timeout), ``garbage`` (not JSON),
-    ``schema`` (JSON that breaks the reply schema); when it is empty the reply is valid.
+    ``schema`` (JSON that breaks the reply schema), ``bad=<mode>`` (a misbehaving reply,
+    :func:`fake_openai.misbehave`); when it is empty the reply is valid.
     ``per_name`` counts chat requests per landmark, ``images`` the image url schemes sent.
     """
 
@@ -68,7 +69,7 @@ class AnnotatorServer(FakeOpenAI):
         self.per_name: Counter = Counter()
         self.images: Counter = Counter()
 
-    def reply(self, body: dict) -> tuple[int, str]:
+    def reply(self, body: dict, auth: str = ""):
         first = body["messages"][0]["content"]
         text = next(c["text"] for c in first if c["type"] == "text")
         url = next(c["image_url"]["url"] for c in first if c["type"] == "image_url")
@@ -78,6 +79,8 @@ class AnnotatorServer(FakeOpenAI):
             self.per_name[name] += 1
             self.images[url.split(",")[0]] += 1
             action = self.script[name].pop(0) if self.script[name] else "ok"
+        if action.startswith("bad="):
+            return misbehave(action[4:], self.model, auth)
         if action == "429":
             return 429, "rate limited"
         if action == "500":

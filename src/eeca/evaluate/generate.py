@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +47,10 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from eeca.config import load_config, to_dict
-from eeca.io import JsonlStore, atomic_write, check_checkpoint, read_json, read_jsonl, write_json
+from eeca.config import InputPath, check_inputs, load_config, to_dict
+from eeca.io import InputError, JsonlStore, atomic_write, check_checkpoint, read_json, read_jsonl, run_lock, write_json
 from eeca.mgld.questions import ENTITY_PROMPT, entity_prompt
+from eeca.mgld.validate import checked_records
 
 # Bumped whenever a change here changes which tokens a given seed produces.
 SAMPLER_VERSION = "gumbel-per-row-v1"
@@ -58,9 +60,9 @@ SAMPLER_VERSION = "gumbel-per-row-v1"
 class GenerateConfig:
     """Generation of k answers per test question; the sampling values are ours (the paper gives none)."""
 
-    model: Path  # a save_pretrained folder: LLaVA (llava-hf layout) or EECA, with its processor
-    test_json: Path  # MGLD test records (DESIGN section 3), a JSON list
-    image_root: Path  # record["image"] is relative to this folder
+    model: Path  # (checked by io.check_checkpoint) a save_pretrained folder: LLaVA (llava-hf layout) or EECA, with its processor
+    test_json: InputPath  # MGLD test records (DESIGN section 3), a JSON list
+    image_root: InputPath  # record["image"] is relative to this folder
     k: int = 5
     temperature: float = 0.7
     top_p: float = 0.9
@@ -70,8 +72,11 @@ class GenerateConfig:
     seed: int = 0
     entity_prompt: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    max_question_chars: int = 4000  # a longer question (with its entities) is skipped, counted, never sent
 
     def __post_init__(self):
+        if self.max_question_chars < 1:
+            raise ValueError("max_question_chars must be >= 1")
         if self.k < 1:
             raise ValueError("k must be >= 1")
         if self.temperature <= 0:
@@ -141,7 +146,7 @@ def load_model(path: Path, dtype: str, device: torch.device):
     processor = AutoProcessor.from_pretrained(path)
     processor.tokenizer.padding_side = "left"  # decoding appends on the right
     if processor.tokenizer.pad_token is None:
-        raise ValueError(f"{path}: the tokenizer has no pad token; batched generation needs one")
+        raise InputError(f"{path}: the tokenizer has no pad token; batched generation needs one")
     model = AutoModelForImageTextToText.from_pretrained(path, dtype=getattr(torch, dtype)).to(device).eval()
     return model, processor
 
@@ -195,29 +200,15 @@ def generate_batch(model, processor, prompts: list[str], images: list[Image.Imag
 
 
 def load_test_records(path: Path) -> list[dict]:
-    """MGLD test records (a JSON list); every field generation needs is checked, errors name the record."""
-    data = read_json(path)
-    if not isinstance(data, list):
-        raise ValueError(f"{path}: expected a JSON list of MGLD records, got {type(data).__name__}")
-    seen: set[str] = set()
+    """MGLD test records (a JSON list), checked by the package's record validator
+    (:func:`eeca.mgld.validate.checked_records`); each must also have an image and open with the
+    question. Any problem is an :class:`InputError` naming the file, record and field."""
+    data = checked_records(path, "llava")
     for n, rec in enumerate(data):
-        where = f"{path}: record {n}"
-        if not isinstance(rec, dict):
-            raise ValueError(f"{where}: not an object")
-        for field in ("id", "image", "conversations"):
-            if field not in rec:
-                raise ValueError(f"{where}: field '{field}' is missing")
-        rid = str(rec["id"])
-        if rid in seen:
-            raise ValueError(f"{where}: field 'id': duplicate id {rid!r}")
-        seen.add(rid)
-        conv = rec["conversations"]
-        if not (isinstance(conv, list) and conv and isinstance(conv[0], dict) and conv[0].get("from") == "human"
-                and isinstance(conv[0].get("value"), str) and "<image>" in conv[0]["value"]):
-            raise ValueError(f"{where} (id {rid}): field 'conversations': the first turn must be "
-                             "from 'human' with a value containing '<image>'")
-        if not isinstance(rec.get("entities", []), list):
-            raise ValueError(f"{where} (id {rid}): field 'entities': expected a list of strings")
+        if "image" not in rec or rec["conversations"][0]["from"] != "human":
+            field = "image" if "image" not in rec else "conversations[0].from"
+            raise InputError(f"{path}: record {n} (id={rec['id']}): {field}: generation needs an image and "
+                             "a first turn from 'human'")
     return data
 
 
@@ -254,8 +245,9 @@ def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx:
 
     # Without an accelerator the processes of `accelerate launch` / torchrun coordinate over gloo on CPU.
     state = PartialState(cpu=not torch.accelerator.is_available())
-    if not 0 <= chunk_idx < num_chunks:
-        raise ValueError(f"--chunk-idx {chunk_idx} is outside 0..{num_chunks - 1}")
+    if num_chunks < 1 or not 0 <= chunk_idx < num_chunks:
+        raise InputError(f"--chunk-idx {chunk_idx} --num-chunks {num_chunks}: need num_chunks >= 1 and "
+                         f"0 <= chunk_idx < num_chunks")
     total = num_chunks * state.num_processes
     share = chunk_idx * state.num_processes + state.process_index
     records = load_test_records(cfg.test_json)
@@ -271,6 +263,10 @@ def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx:
         for b in range(0, len(todo), cfg.batch_size):
             batch, images = [], []
             for rec in todo[b:b + cfg.batch_size]:
+                if len(human_turn(rec, cfg.entity_prompt)) > cfg.max_question_chars:
+                    skips.append({"id": str(rec["id"]), "image": rec["image"],
+                                  "reason": f"question longer than max_question_chars={cfg.max_question_chars}"})
+                    continue
                 try:
                     images.append(open_image(cfg.image_root, rec["image"]))
                     batch.append(rec)
@@ -307,7 +303,7 @@ def _check_run_config(cfg: GenerateConfig, out: Path, write: bool) -> None:
     if path.exists():
         old = read_json(path)
         if old.get("gen_config_hash") != meta["gen_config_hash"] or old.get("model") != meta["model"]:
-            raise ValueError(f"{out}: holds answers of model {old.get('model')} with config hash "
+            raise InputError(f"{out}: holds answers of model {old.get('model')} with config hash "
                              f"{old.get('gen_config_hash')}; this run is {meta['model']} / {meta['gen_config_hash']}. "
                              "Use another --out.")
     elif write:
@@ -353,7 +349,10 @@ def generate_command(config: Path, out: Path, num_chunks: int = 1, chunk_idx: in
         overrides: config overrides such as k=5 seed=1 entity_prompt=true.
     """
     cfg = load_config(GenerateConfig, config, list(overrides))
-    stats = run_generate(cfg, Path(out), num_chunks, chunk_idx)
+    check_inputs(cfg, config)
+    # chunks (and the processes of accelerate launch) share the folder; each holds its own lock
+    with run_lock(out, "generate", scope=f"chunk{chunk_idx}-of-{num_chunks}-rank{os.environ.get('RANK', '0')}"):
+        stats = run_generate(cfg, Path(out), num_chunks, chunk_idx)
     tps = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
     merged = f"merged into {Path(out) / 'generations.jsonl'}" if stats["merged"] else "waiting for other chunks to merge"
     print(f"generate: share {stats['share'] + 1}/{stats['of']}: {stats['generated']} questions x {cfg.k} answers, "

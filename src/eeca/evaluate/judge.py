@@ -51,20 +51,21 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from eeca.config import load_config
+from eeca.config import FieldError, InputPath, check_inputs, load_config
 from eeca.evaluate.levels import LABEL_TO_LEVEL, LEVEL_TO_LABEL, LEVELS
-from eeca.evaluate.metrics import compute_metrics
-from eeca.io import InputError, JsonlStore, atomic_write, read_json, read_jsonl, write_json
+from eeca.evaluate.metrics import accuracy_text, compute_metrics
+from eeca.io import InputError, JsonlStore, atomic_write, read_json, read_jsonl, run_lock, write_json
 from eeca.llm_client import ChatClient, ChatError, FatalChatError, Usage
+from eeca.mgld.schema import check
 
 
 @dataclass(frozen=True)
 class JudgeConfig:
     """Which judge rates the generations and how (the LLM fields are ignored by the rule judge)."""
 
-    generations: Path  # generations.jsonl of eeca generate
-    test_json: Path  # the MGLD test records the generations answer (ground truth)
-    truth: Path | None = None  # optional landmarks JSONL by landmark_id with aliases and place (synthetic world)
+    generations: InputPath  # generations.jsonl of eeca generate
+    test_json: InputPath  # the MGLD test records the generations answer (ground truth)
+    truth: InputPath | None = None  # optional landmarks JSONL by landmark_id with aliases and place (synthetic world)
     judge: Literal["llm", "rule"] = "llm"
     model: str = "gpt-4o-2024-08-06"  # pinned snapshot: a moving alias would change verdicts silently
     base_url: str | None = None  # None = OpenAI; e.g. http://localhost:8000 (vLLM), http://localhost:11434 (Ollama)
@@ -88,6 +89,9 @@ class JudgeConfig:
     def __post_init__(self):
         if self.max_concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0 or self.rule_strong_min < 1:
             raise ValueError("max_concurrency >= 1, max_retries >= 0, timeout_s > 0, rule_strong_min >= 1")
+        for name in ("bootstrap_samples", "max_tokens"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass(frozen=True)
@@ -118,14 +122,13 @@ def load_ground_truth(test_json: Path, truth: Path | None) -> dict[str, GroundTr
     extra: dict[int, dict] = {}
     if truth is not None:
         for n, rec in enumerate(read_jsonl(truth), 1):
-            if "landmark_id" not in rec or "name" not in rec:
-                raise ValueError(f"{truth}: line {n}: needs fields 'landmark_id' and 'name'")
+            _require(rec, _TRUTH_RECORD, f"{truth}: line {n}")
             extra[int(rec["landmark_id"])] = rec
     out = {}
-    for n, rec in enumerate(read_json(test_json)):
-        for f in ("id", "landmark_name"):
-            if f not in rec:
-                raise ValueError(f"{test_json}: record {n}: field '{f}' is missing")
+    records = read_json(test_json)
+    _require(records, {"type": "array"}, str(test_json))
+    for n, rec in enumerate(records):
+        _require(rec, _TEST_RECORD, f"{test_json}: record {n}")
         t = extra.get(int(rec["landmark_id"])) if "landmark_id" in rec else None
         conv = rec.get("conversations") or []
         out[str(rec["id"])] = GroundTruth(
@@ -134,6 +137,23 @@ def load_ground_truth(test_json: Path, truth: Path | None) -> dict[str, GroundTr
             aliases=tuple((t or {}).get("aliases", ())),
             answer=conv[1]["value"] if len(conv) > 1 and isinstance(conv[1], dict) else "")
     return out
+
+
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+# what the judge reads of a test record and of a landmarks truth record (the rest is not its concern)
+_TEST_RECORD = {"type": "object", "required": ["id", "landmark_name"],
+                "properties": {"id": {"type": ["string", "integer"]}, "landmark_name": {"type": "string", "minLength": 1},
+                               "landmark_id": {"type": "integer"}, "hierarchical_label": {"type": ["string", "null"]},
+                               "entities": _STRINGS, "conversations": {"type": "array"}}}
+_TRUTH_RECORD = {"type": "object", "required": ["landmark_id", "name"],
+                 "properties": {"landmark_id": {"type": "integer"}, "name": {"type": "string"},
+                                "place": {"type": "string"}, "aliases": _STRINGS, "entities": _STRINGS}}
+
+
+def _require(value, schema: dict, where: str) -> None:
+    problems = check(value, schema)
+    if problems:
+        raise InputError(f"{where}: field '{problems[0][0]}': {problems[0][1]}")
 
 
 def cache_key(judge_id: str, record_id: str, responses: list[str], truth: GroundTruth) -> str:
@@ -247,10 +267,10 @@ def derange_truths(landmarks: Mapping[str, Hashable], seed: int) -> dict[str, st
         return {}
     sizes = Counter(landmarks[i] for i in ids)
     if len(sizes) < 2:
-        raise ValueError(f"shuffle_truth: all {n} judged questions show one landmark; a shuffled truth needs at least two")
+        raise InputError(f"shuffle_truth: all {n} judged questions show one landmark; a shuffled truth needs at least two")
     top, m = sizes.most_common(1)[0]
     if 2 * m > n:
-        raise ValueError(f"shuffle_truth: landmark {top!r} has {m} of the {n} judged questions (more than half), so they "
+        raise InputError(f"shuffle_truth: landmark {top!r} has {m} of the {n} judged questions (more than half), so they "
                          "cannot all be given the truth of another landmark")
     rng = random.Random(seed)
     order = list(range(n))
@@ -379,13 +399,16 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
     truths = load_ground_truth(cfg.test_json, cfg.truth)
     seen: set[str] = set()
     for n, g in enumerate(gens, 1):
+        if not isinstance(g, dict):
+            raise InputError(f"{cfg.generations}: line {n}: expected a JSON object, got {type(g).__name__}")
         if str(g.get("id")) in seen:
-            raise ValueError(f"{cfg.generations}: line {n}: duplicate id {g.get('id')!r}")
+            raise InputError(f"{cfg.generations}: line {n}: duplicate id {g.get('id')!r}")
         seen.add(str(g.get("id")))
         if str(g.get("id")) not in truths:
-            raise ValueError(f"{cfg.generations}: line {n}: id {g.get('id')!r} is not in {cfg.test_json}")
-        if not isinstance(g.get("responses"), list) or not g["responses"]:
-            raise ValueError(f"{cfg.generations}: line {n}: field 'responses': expected a non-empty list")
+            raise InputError(f"{cfg.generations}: line {n}: id {g.get('id')!r} is not in {cfg.test_json}")
+        if not isinstance(g.get("responses"), list) or not g["responses"] or \
+                not all(isinstance(r, str) for r in g["responses"]):
+            raise InputError(f"{cfg.generations}: line {n}: field 'responses': expected a non-empty list of strings")
     generations_sha256 = hashlib.sha256(Path(cfg.generations).read_bytes()).hexdigest()
     donor: dict[str, str] = {}
     if cfg.shuffle_truth:  # chance control: each question against the truth of a question of another landmark
@@ -461,6 +484,7 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
     """
     extra = list(overrides) + ([f"judge={judge}"] if judge else [])
     cfg = load_config(JudgeConfig, config, extra)
+    check_inputs(cfg, config)
     if limit is not None:
         if limit < 1:
             raise InputError(f"--limit must be >= 1, got {limit}")
@@ -479,16 +503,15 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
                   f"${cfg.price_output_per_mtok} per million tokens (cached verdicts cost nothing); nothing sent")
         return 0
     try:
-        result = run_judge(cfg, Path(out))
+        with run_lock(out, "judge"):
+            result = run_judge(cfg, Path(out))
     except FatalChatError as e:
         print(f"eeca judge: stopped: {e} (verdicts given so far are cached; rerun to continue)")
         return 2
     s, m = result["summary"], result["metrics"]
-    ci = ("n/a" if m["acc_ci_low"] is None or m["acc_ci_high"] is None
-          else f"{m['acc_ci_low']:.2f}, {m['acc_ci_high']:.2f}")
+    levels = "" if m["n"] == 0 else (f" (SK {m['strongly_known']:.2f} K {m['known']:.2f} WU {m['weakly_unknown']:.2f} "
+                                     f"U {m['unknown']:.2f})")
     print(f"judge: {s['judge']}{' (truths shuffled: chance control)' if s['shuffle_truth'] else ''}: {m['n']} judged, {m['n_failed']} failed (rerun to retry), {s['requests']} requests ({s['retries']} retries), "
           f"{s['cached']} from cache, {s['prompt_tokens']}+{s['completion_tokens']} tokens, ${s['cost_usd']}, "
-          f"{s['test_questions_without_generation']} test questions without generation; "
-          f"accuracy {m['accuracy']:.2f}% [{ci}] "
-          f"(SK {m['strongly_known']:.2f} K {m['known']:.2f} WU {m['weakly_unknown']:.2f} U {m['unknown']:.2f})")
+          f"{s['test_questions_without_generation']} test questions without generation; {accuracy_text(m)}{levels}")
     return 1 if m["n_failed"] else 0

@@ -29,6 +29,9 @@ CI_METHOD = "clopper-pearson"
 def compute_metrics(rows: list[dict], bootstrap_samples: int = 2000, seed: int = 0) -> dict:
     """Flat metrics dict: n, n_failed, per-level percentages and counts, accuracy and its 95% interval.
 
+    With no verdict (n = 0, e.g. every request failed) the percentages, the accuracy and its interval
+    are None: nothing was measured, which is not an accuracy of 0.
+
     ``bootstrap_samples`` and ``seed`` are accepted for compatibility with callers and configs and
     are unused: the per-cell interval is exact (Clopper-Pearson). Resampling is used only where a
     difference between two cells is wanted (:mod:`eeca.evaluate.compare`).
@@ -36,15 +39,15 @@ def compute_metrics(rows: list[dict], bootstrap_samples: int = 2000, seed: int =
     ok = [r for r in rows if r.get("status") == "ok"]
     bad = [r for r in ok if r.get("level") not in LEVELS]
     if bad:
-        raise ValueError(f"judgment {bad[0].get('id')!r}: status ok but level {bad[0].get('level')!r} is not one of {LEVELS}")
+        raise InputError(f"judgment {bad[0].get('id')!r}: status ok but level {bad[0].get('level')!r} is not one of {LEVELS}")
     n = len(ok)
     counts = {lv: sum(r["level"] == lv for r in ok) for lv in LEVELS}
     out: dict = {"n": n, "n_failed": len(rows) - n}
-    for lv in LEVELS:
-        out[lv] = 100.0 * counts[lv] / n if n else 0.0
+    for lv in LEVELS:  # percentages of nothing are not 0: None ("not measurable") when n = 0
+        out[lv] = 100.0 * counts[lv] / n if n else None
         out[f"count_{lv}"] = counts[lv]
     recognised = sum(counts[lv] for lv in RECOGNISED)
-    out["accuracy"] = 100.0 * recognised / n if n else 0.0
+    out["accuracy"] = 100.0 * recognised / n if n else None
     out["acc_ci_low"], out["acc_ci_high"] = clopper_pearson_ci(recognised, n)
     out["ci_method"] = CI_METHOD
     return out
@@ -135,6 +138,13 @@ def _pct(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.2f}"
 
 
+def accuracy_text(m: dict) -> str:
+    """``accuracy 62.50% [40.59, 81.20] (clopper-pearson 95%)``, or why there is none (n = 0)."""
+    if m["n"] == 0:
+        return "accuracy not measurable (n = 0: no question has a verdict)"
+    return f"accuracy {m['accuracy']:.2f}% [{_pct(m['acc_ci_low'])}, {_pct(m['acc_ci_high'])}] ({CI_METHOD} 95%)"
+
+
 def metrics_command(judgments: Path, other: Path | None = None, out: Path | None = None,
                     bootstrap_samples: int = 2000, seed: int = 0) -> int:
     """Recognition metrics of a judgments file; with --other, agreement of two judges on the same generations.
@@ -148,12 +158,13 @@ def metrics_command(judgments: Path, other: Path | None = None, out: Path | None
         bootstrap_samples: unused (the accuracy interval is exact, Clopper-Pearson); kept for old scripts.
         seed: unused (see bootstrap_samples).
     """
+    if bootstrap_samples < 1:
+        raise InputError(f"--bootstrap-samples {bootstrap_samples}: must be >= 1")
     rows = read_jsonl(judgments)
     other_rows = read_jsonl(other) if other is not None else None
     checked = check_same_generations(judgments, other, rows, other_rows) if other is not None else None
     result = compute_metrics(rows, bootstrap_samples, seed)
-    line = (f"metrics: n {result['n']}, failed {result['n_failed']}, accuracy {result['accuracy']:.2f}% "
-            f"[{_pct(result['acc_ci_low'])}, {_pct(result['acc_ci_high'])}] ({CI_METHOD} 95%)")
+    line = f"metrics: n {result['n']}, failed {result['n_failed']}, {accuracy_text(result)}"
     if other is not None:
         result["agreement"] = agreement(rows, other_rows)
         result["agreement"]["other"] = str(other)

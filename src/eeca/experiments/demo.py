@@ -30,7 +30,7 @@ from pathlib import Path
 
 from eeca.config import load_config
 from eeca.evaluate.levels import LEVELS
-from eeca.io import read_json
+from eeca.io import read_json, run_lock
 
 
 @dataclass(frozen=True)
@@ -142,11 +142,16 @@ def demo_command(out: Path = Path("runs/demo"), configs: Path = Path("configs/sy
         seed: world seed (also the selection and training seed).
         landmarks: number of landmarks of the world (default: the world recipe's).
     """
+    out, configs = Path(out), Path(configs)
+    with run_lock(out, "demo"):
+        return _demo(out, configs, seed, landmarks)
+
+
+def _demo(out: Path, configs: Path, seed: int, landmarks: int | None) -> int:
     from eeca.experiments.runner import run_experiment
     from eeca.knowledge.analysis import analyze_command
     from eeca.report.command import report_command
 
-    out, configs = Path(out), Path(configs)
     times: dict[str, float] = {}
     tb = build_testbed(out, configs, seed, landmarks, times)
     experiment = out / "experiment"
@@ -189,7 +194,7 @@ def _summary(tb: Testbed, experiment: Path, times: dict[str, float]) -> None:
           "degenerate answers; the same answers judged against a shuffled truth (chance)")
     for r in sorted(results, key=lambda r: (r["ablation"], r["selection"])):
         counts = " / ".join(str(r[f"count_{lv}"]) for lv in LEVELS)
-        print(f"  {r['selection']:>4} {r['size']:>5} {r['ablation']:<9} {r['accuracy']:6.2f}% "
+        print(f"  {r['selection']:>4} {r['size']:>5} {r['ablation']:<9} {_pct(r['accuracy']):>6}% "
               f"[{_pct(r['acc_ci_low'])}, {_pct(r['acc_ci_high'])}]  {counts}  (n={r['n']})  "
               f"degenerate {_pct(r['degenerate_pct'])}%  chance: acc {_pct(r['chance_accuracy'])}% "
               f"WU {_pct(r['chance_weakly_unknown'])}%")

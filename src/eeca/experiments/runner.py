@@ -33,7 +33,7 @@ import pyarrow as pa
 import torch
 from accelerate import PartialState
 
-from eeca.config import load_config
+from eeca.config import InputPath, check_inputs, load_config
 from eeca.evaluate.generate import GenerateConfig, run_generate
 from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
@@ -41,7 +41,7 @@ from eeca.experiments import controls as ctl
 from eeca.experiments.feasibility import InfeasibleGrid, cell_label, check_grid, grid_cells, grid_problems
 from eeca.experiments.grid import UNTRAINED, GridSpec, cell_id, expand, model_overrides
 from eeca.experiments.probe import text_knowledge
-from eeca.io import atomic_write, read_json, write_json, write_parquet
+from eeca.io import RUN_LOCK, atomic_write, read_json, run_lock, write_json, write_parquet
 from eeca.knowledge.select import read_pool, select_table
 from eeca.train.recipes import TrainConfig
 from eeca.train.recipes import run as run_train
@@ -53,11 +53,11 @@ class ExperimentConfig:
 
     out: Path  # run folder: cells/, results.parquet
     table: str  # which of the paper's tables this grid reproduces (table1..table4, fig5, or any name)
-    base_model: Path  # the starting checkpoint (the paper's LLaVA-1.5 initialisation); baseline cells evaluate it
-    train_records: Path  # MGLD train.json (the test split already removed): the pool subsets are drawn from
-    train_recipe: Path  # stage-3 TrainConfig YAML
-    generate: Path  # GenerateConfig YAML
-    judge: Path  # JudgeConfig YAML
+    base_model: InputPath  # the starting checkpoint (the paper's LLaVA-1.5 initialisation); baseline cells evaluate it
+    train_records: InputPath  # MGLD train.json (the test split already removed): the pool subsets are drawn from
+    train_recipe: InputPath  # stage-3 TrainConfig YAML
+    generate: InputPath  # GenerateConfig YAML
+    judge: InputPath  # JudgeConfig YAML
     grid: list[GridSpec]
     hc_weight: float = 1.0  # l2 of the paper's total loss when a cell turns L_HC on
     eac_weight: float = 1.0  # l3 when a cell turns L_EAC on
@@ -93,7 +93,7 @@ def model_fingerprint(folder: Path) -> str:
     """A checkpoint folder's identity without reading its weights (gigabytes at 8B): the JSON files'
     contents and every other file's name and size. A base model retrained in place gets new cells."""
     h = hashlib.sha256()
-    for path in sorted(p for p in folder.iterdir() if p.is_file()):
+    for path in sorted(p for p in folder.iterdir() if p.is_file() and p.name != RUN_LOCK):
         h.update(path.name.encode())
         h.update(path.read_bytes() if path.suffix == ".json" else str(path.stat().st_size).encode())
     return h.hexdigest()
@@ -268,7 +268,7 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
                      "sweep_param": sweep.get("param"),
                      "sweep_value": None if sweep.get("value") is None else float(sweep["value"]),
                      "n": m["n"], "n_failed": m["n_failed"],
-                     **{lv: float(m[lv]) for lv in LEVELS}, "accuracy": float(m["accuracy"]),
+                     **{lv: _float(m[lv]) for lv in LEVELS}, "accuracy": _float(m["accuracy"]),
                      "acc_ci_low": m["acc_ci_low"], "acc_ci_high": m["acc_ci_high"],
                      **{f"count_{lv}": int(m[f"count_{lv}"]) for lv in LEVELS},
                      "degenerate_pct": c.get("degenerate", {}).get("percent"),
@@ -280,6 +280,11 @@ def collect_results(out: Path, cells: list[dict]) -> list[dict]:
     if rows:
         write_parquet(out / "results.parquet", pa.Table.from_pylist(rows))
     return rows
+
+
+def _float(x) -> float | None:
+    """A metrics percentage as float; None where it is not measurable (no verdict, n = 0)."""
+    return None if x is None else float(x)
 
 
 def experiment_command(config: Path, overrides: list[str] = (), only: list[str] = (), dry_run: bool = False) -> int:
@@ -307,7 +312,8 @@ def experiment_command(config: Path, overrides: list[str] = (), only: list[str] 
         print(f"{len(problems)} problem(s)" + (": nothing would run" if problems else ": every cell can run"))
         return 2 if problems else 0
     try:
-        s = run_experiment(cfg, list(only) or None, source=str(config))
+        with run_lock(cfg.out, "experiment"):
+            s = run_experiment(cfg, list(only) or None, source=str(config))
     except InfeasibleGrid as e:
         print(f"eeca experiment: error: {e}", file=sys.stderr)
         return 2

@@ -25,7 +25,7 @@ from pathlib import Path
 from eeca.config import load_config
 from eeca.evaluate.compare import compare_judgments
 from eeca.experiments import controls as ctl
-from eeca.io import atomic_write, read_json, read_parquet, write_json
+from eeca.io import atomic_write, read_json, read_parquet, run_lock, write_json
 
 # (table, row label, cell a, cell b): b compared with a on the same questions; a cell is
 # (selection, size, ablation) with size "S" / "L" for the grid's smaller / larger size
@@ -159,10 +159,15 @@ def study_command(config: Path, overrides: list[str] = ()) -> int:
         config: study YAML (configs/synth/study.yaml).
         overrides: field=value settings, e.g. seeds=[0] landmarks=200 out=runs/study-small
     """
+    cfg = load_config(StudyConfig, config, list(overrides))
+    with run_lock(cfg.out, "study"):
+        return _study(cfg, config, overrides)
+
+
+def _study(cfg: StudyConfig, config: Path, overrides: list[str]) -> int:
     from eeca.experiments.demo import build_testbed, experiment_config
     from eeca.experiments.runner import run_experiment
 
-    cfg = load_config(StudyConfig, config, list(overrides))
     t0 = time.perf_counter()
     runs, vocabularies, wall = [], [], 0.0
     for seed in cfg.seeds:

@@ -48,7 +48,7 @@ from tqdm import tqdm
 from eeca.gldv2.csvfiles import SkipLog, parse_landmark_id, read_rows
 from eeca.gldv2.names import landmark_name
 from eeca.gldv2.paths import check_id, image_relpath
-from eeca.io import atomic_path
+from eeca.io import atomic_path, run_lock
 
 TRAIN = "train.csv"
 CATEGORY = "train_label_to_category.csv"
@@ -73,7 +73,8 @@ def ingest_command(root: Path, out: Path) -> int:
             optionally train_clean.csv, and the images at train/a/b/c/<id>.jpg
         out: output folder for landmarks.parquet, images.parquet, skipped.csv (and clean.parquet)
     """
-    summary = ingest(root, out)
+    with run_lock(out, "gldv2 ingest"):
+        summary = ingest(root, out)
     print(summary.line(out))
     return 0
 

@@ -42,7 +42,7 @@ from accelerate import PartialState
 from tqdm import tqdm
 
 from eeca.config import dump_config, from_dict, load_config, to_dict
-from eeca.io import atomic_path, check_checkpoint, read_json, read_parquet, write_json, write_parquet
+from eeca.io import atomic_path, check_checkpoint, read_json, read_parquet, run_lock, write_json, write_parquet
 from eeca.knowledge.encode import encode_images, encode_texts, load_clip
 from eeca.knowledge.rank import streaming_scores
 
@@ -105,7 +105,8 @@ def score_command(images: str, landmarks: str, image_root: str, out: str, config
     overrides = list(overrides or []) + ([f"model={model}"] if model else [])
     cfg = (load_config(ScoreConfig, config, overrides) if config
            else from_dict(ScoreConfig, {}, source="<command line>", overrides=overrides))
-    summary = run_score(cfg, Path(images), Path(landmarks), Path(image_root), Path(out))
+    with run_lock(out, "score"):
+        summary = run_score(cfg, Path(images), Path(landmarks), Path(image_root), Path(out))
     if summary is not None:
         skipped = ", ".join(f"{n} {r}" for r, n in summary["skipped_by_reason"].items()) or "none"
         print(f"eeca score: {summary['scored']} images scored against {summary['names']} names "

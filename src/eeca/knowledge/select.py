@@ -29,7 +29,7 @@ from eeca.io import InputError, read_jsonl, read_parquet, read_records, write_pa
 METHODS = ("hds", "hss", "lcs", "brs")
 
 
-class SelectionError(ValueError):
+class SelectionError(InputError):
     """A selection cannot be made as asked (too few images, unknown method)."""
 
 
@@ -105,11 +105,11 @@ def select_table(pool: pa.Table, method: str, size: int, seed: int = 0, quantile
     """
     ids = np.asarray(pool.column("id").to_pylist(), dtype=object).astype(str)
     if len(set(ids)) != len(ids):
-        raise ValueError(f"{source}: field id: ids are not unique")
+        raise InputError(f"{source}: field id: ids are not unique")
     s = pool.column("s_gt").to_numpy().astype(np.float64)
     rsr = pool.column("rsr").to_numpy().astype(np.float64)
     if np.isnan(s).any() or np.isnan(rsr).any():
-        raise ValueError(f"{source}: fields s_gt/rsr: NaN values")
+        raise InputError(f"{source}: fields s_gt/rsr: NaN values")
     idx = select_indices(ids, s, rsr, method, size, seed=seed, quantile=quantile)
     chosen = pool.take(pa.array(idx))
     n = len(idx)

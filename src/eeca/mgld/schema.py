@@ -105,21 +105,27 @@ STAGE3_REPLY = {
     "additionalProperties": False,
 }
 
-_CONVERSATIONS = {
-    "type": "array",
-    "minItems": 2,
-    "items": {
-        "type": "object",
-        "properties": {"from": {"type": "string", "enum": ["human", "gpt"]}, "value": {"type": "string"}},
-        "required": ["from", "value"],
-    },
-}
+def _conversations(roles: list[str]) -> dict:
+    return {
+        "type": "array",
+        "minItems": 2,
+        "items": {
+            "type": "object",
+            "properties": {"from": {"type": "string", "enum": roles}, "value": {"type": "string"}},
+            "required": ["from", "value"],
+        },
+    }
+
 
 # A LLaVA instruction record (the format LLaVA's training scripts read); "image" is optional there
-# because LLaVA-665k mixes in text-only samples.
+# because LLaVA-665k mixes in text-only samples, and a system turn may open the conversation. The
+# MGLD fields training reads (entities, hierarchical_label) are typed where present.
 LLAVA_RECORD = {
     "type": "object",
-    "properties": {"id": {"type": ["string", "integer"]}, "image": _TEXT, "conversations": _CONVERSATIONS},
+    "properties": {"id": {"type": ["string", "integer"]}, "image": _TEXT,
+                   "conversations": _conversations(["system", "human", "gpt"]),
+                   "entities": {"type": "array", "items": {"type": "string"}},
+                   "hierarchical_label": {"type": "string"}},
     "required": ["id", "conversations"],
 }
 
@@ -128,6 +134,7 @@ MGLD_RECORD = {
     "type": "object",
     "properties": {
         **LLAVA_RECORD["properties"],
+        "conversations": _conversations(["human", "gpt"]),
         "id": _TEXT,
         "landmark_id": {"type": "integer", "minimum": 0},
         "landmark_name": _TEXT,

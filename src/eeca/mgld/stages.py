@@ -42,9 +42,18 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from eeca.config import load_config, to_dict
+from eeca.config import InputPath, check_inputs, load_config, to_dict
 from eeca.gldv2.paths import image_relpath
-from eeca.io import JsonlStore, atomic_write, read_jsonl, read_parquet, write_json, write_parquet
+from eeca.io import (
+    InputError,
+    JsonlStore,
+    atomic_write,
+    read_jsonl,
+    read_parquet,
+    run_lock,
+    write_json,
+    write_parquet,
+)
 from eeca.llm_client import FatalChatError
 from eeca.mgld.annotators import AnnotatorConfig, Request, build_annotator
 from eeca.mgld.questions import load_questions, pick_question
@@ -84,15 +93,15 @@ class MgldConfig:
     every sample and the template's phrasings.
     """
 
-    stage1: Path
-    landmarks: Path
-    image_root: Path
+    stage1: InputPath
+    landmarks: InputPath
+    image_root: InputPath
     out: Path
-    images: Path | None = None
-    truth: Path | None = None
-    questions: Path | None = None
-    stage2_prompt: Path | None = None
-    stage3_prompt: Path | None = None
+    images: InputPath | None = None
+    truth: InputPath | None = None
+    questions: InputPath | None = None
+    stage2_prompt: InputPath | None = None
+    stage3_prompt: InputPath | None = None
     seed: int = 0
     annotator: AnnotatorConfig = field(default_factory=AnnotatorConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
@@ -137,13 +146,15 @@ def stage3_command(config: Path, overrides: list[str], strict: bool = False, dry
 
 def _command(stage: str, config: Path, overrides: list[str], strict: bool, dry_run: bool = False) -> int:
     cfg = load_config(MgldConfig, config, overrides)
+    check_inputs(cfg, config)
     if dry_run:
         from eeca.mgld.estimate import dry_run_line
 
         print(dry_run_line(cfg, stage))
         return 0
     try:
-        summary = run_stage2(cfg) if stage == "stage2" else run_stage3(cfg)
+        with run_lock(cfg.out, f"mgld {stage}"):  # stage 2 and 3 share the folder: one at a time
+            summary = run_stage2(cfg) if stage == "stage2" else run_stage3(cfg)
     except FatalChatError as e:
         print(f"eeca mgld {stage}: stopped: {e} (finished samples are kept; rerun to continue)")
         return 2
@@ -165,13 +176,13 @@ def load_samples(cfg: MgldConfig) -> list[Sample]:
     for i, row in enumerate(landmarks.select(["landmark_id", "name", *optional]).to_pylist()):
         if row["landmark_id"] is None or not row["name"]:
             field_ = "landmark_id" if row["landmark_id"] is None else "name"
-            raise ValueError(f"{cfg.landmarks}: row {i}: field {field_!r} is empty")
+            raise InputError(f"{cfg.landmarks}: row {i}: field {field_!r} is empty")
         meta[int(row["landmark_id"])] = {k: v for k, v in row.items() if k != "landmark_id" and v not in (None, "")}
     truth = {}
     if cfg.truth is not None:
         for lineno, rec in enumerate(read_jsonl(cfg.truth), 1):
             if "landmark_id" not in rec:
-                raise ValueError(f"{cfg.truth}: line {lineno}: field 'landmark_id' is missing")
+                raise InputError(f"{cfg.truth}: line {lineno}: field 'landmark_id' is missing")
             truth[int(rec["landmark_id"])] = rec
     paths = None
     if cfg.images is not None:
@@ -185,13 +196,13 @@ def load_samples(cfg: MgldConfig) -> list[Sample]:
         where = f"{cfg.stage1}: row {i}"
         sid, lm = str(row["id"]), row["landmark_id"]
         if sid in seen:
-            raise ValueError(f"{where}: field 'id': duplicate id {sid!r} (first at row {seen[sid]})")
+            raise InputError(f"{where}: field 'id': duplicate id {sid!r} (first at row {seen[sid]})")
         seen[sid] = i
         if lm is None or int(lm) not in meta:
-            raise ValueError(f"{where}: field 'landmark_id': {lm!r} is not in {cfg.landmarks}")
+            raise InputError(f"{where}: field 'landmark_id': {lm!r} is not in {cfg.landmarks}")
         for name in ("s_gt", "rsr"):
             if row[name] is None:
-                raise ValueError(f"{where}: field {name!r} is null")
+                raise InputError(f"{where}: field {name!r} is null")
         facts = {**meta[int(lm)]}
         # the world's ground truth adds what GLDv2 lacks (place, entities, description) and its
         # true category; the name stays GLDv2's, and the original label stays in original_label
@@ -208,10 +219,10 @@ def _read_table(path: Path, required: tuple[str, ...]) -> pa.Table:
     try:
         table = read_parquet(path)
     except (OSError, pa.ArrowException) as e:
-        raise ValueError(f"{path}: cannot read parquet: {e}") from None
+        raise InputError(f"{path}: cannot read parquet: {e}") from None
     missing = [c for c in required if c not in table.column_names]
     if missing:
-        raise ValueError(f"{path}: missing column(s) {missing} (has {table.column_names})")
+        raise InputError(f"{path}: missing column(s) {missing} (has {table.column_names})")
     return table
 
 
@@ -220,14 +231,14 @@ def _image_path(cfg: MgldConfig, sample_id: str, paths: dict | None, where: str)
         try:
             return image_relpath(sample_id)
         except ValueError:
-            raise ValueError(f"{where}: field 'id': {sample_id!r} is not a GLDv2 id "
+            raise InputError(f"{where}: field 'id': {sample_id!r} is not a GLDv2 id "
                              "(16 lowercase hex characters)") from None
     if sample_id not in paths or not paths[sample_id]:
-        raise ValueError(f"{where}: field 'id': {sample_id!r} has no path in {cfg.images}")
+        raise InputError(f"{where}: field 'id': {sample_id!r} has no path in {cfg.images}")
     rel = str(paths[sample_id])
     root = cfg.image_root.resolve()
     if Path(rel).is_absolute() or not (root / rel).resolve().is_relative_to(root):
-        raise ValueError(f"{cfg.images}: id {sample_id!r}: field 'path': {rel!r} leaves the image root")
+        raise InputError(f"{cfg.images}: id {sample_id!r}: field 'path': {rel!r} leaves the image root")
     return rel
 
 
@@ -252,7 +263,7 @@ def run_stage3(cfg: MgldConfig) -> dict:
     task = load_task("stage3", cfg.stage3_prompt)
     stage2_path = cfg.out / "stage2.jsonl"
     if not stage2_path.exists():
-        raise ValueError(f"{stage2_path} does not exist: run `eeca mgld stage2` with this config first")
+        raise InputError(f"{stage2_path} does not exist: run `eeca mgld stage2` with this config first")
     with JsonlStore(stage2_path) as store:
         qa = dict(store.records)
     blocked = {}

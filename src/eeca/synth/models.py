@@ -54,7 +54,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from eeca.config import to_dict
 from eeca.gldv2.paths import image_path
-from eeca.io import read_jsonl, write_json
+from eeca.io import read_jsonl, run_lock, write_json
 from eeca.synth.config import ClipTrainConfig, LlmTrainConfig, SynthConfig
 from eeca.synth.texts import every_text, training_conversations
 from eeca.synth.world import load_synth_config, read_truth
@@ -356,7 +356,8 @@ def models_command(world: str = "runs/demo/world", out: str = "runs/demo/models"
     """
     cfg = load_synth_config(config, overrides or [])
     t0 = time.perf_counter()
-    s = build_models(world, out, cfg)
+    with run_lock(out, "synth models"):
+        s = build_models(world, out, cfg)
 
     def said(part: str) -> str:
         v = s[part]

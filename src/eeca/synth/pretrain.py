@@ -37,7 +37,7 @@ import random
 from pathlib import Path
 
 from eeca.gldv2.paths import image_relpath
-from eeca.io import atomic_write, read_json, read_jsonl, read_parquet
+from eeca.io import atomic_write, read_json, read_jsonl, read_parquet, run_lock
 from eeca.mgld.questions import load_questions, pick_question
 from eeca.synth.texts import (
     CAPTION_PROMPTS,
@@ -135,9 +135,10 @@ def pretrain_command(world: Path, mgld_split: Path, out: Path, seed: int = 0) ->
     stage1, stage2, naming = pretrain_records(Path(world), Path(mgld_split), seed)
     skyline = skyline_records(Path(world), Path(mgld_split), seed)
     out = Path(out)
-    atomic_write(out / "naming.jsonl", "".join(json.dumps(r) + "\n" for r in naming))
-    for name, rows in (("skyline.json", skyline), ("stage1.json", stage1), ("stage2.json", stage2)):
-        atomic_write(out / name, json.dumps(rows, ensure_ascii=False))
+    with run_lock(out, "synth pretrain"):
+        atomic_write(out / "naming.jsonl", "".join(json.dumps(r) + "\n" for r in naming))
+        for name, rows in (("skyline.json", skyline), ("stage1.json", stage1), ("stage2.json", stage2)):
+            atomic_write(out / name, json.dumps(rows, ensure_ascii=False))
     n_named = sum(r["named_captions"] for r in naming)
     print(f"synth pretrain: {len(stage1)} captions ({n_named} name their landmark; "
           f"{sum(r['named_captions'] > 0 for r in naming)} of {len(naming)} landmarks named at least once), "

@@ -58,7 +58,7 @@ from tqdm import tqdm
 
 from eeca.config import from_dict, load_config, to_dict
 from eeca.gldv2.paths import image_path
-from eeca.io import atomic_write, read_jsonl, write_json
+from eeca.io import atomic_write, read_jsonl, run_lock, write_json
 from eeca.synth.config import SynthConfig, WorldConfig
 
 CATEGORY_URL_PREFIX = "http://commons.wikimedia.org/wiki/Category:"
@@ -786,7 +786,8 @@ def world_command(out: str = "runs/demo/world", seed: int = 0, landmarks: int | 
     if landmarks is not None:
         cfg = dataclasses.replace(cfg, landmarks=landmarks)
     t0 = time.perf_counter()
-    s = build_world(out, seed, cfg)
+    with run_lock(out, "synth world"):
+        s = build_world(out, seed, cfg)
     print(f"synth world: {s['landmarks']} landmarks ({s['clip_seen_landmarks']} seen by the CLIP), "
           f"{s['images']} images, {s['images_per_landmark']['le5']} landmarks with <= 5 images, "
           f"{sum(v for k, v in s['views'].items() if k != 'normal')} ambiguous views -> {out} "

@@ -36,12 +36,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from eeca.config import InputPath
 from eeca.io import InputError, read_parquet
-from eeca.io import read_records as read_json_records
 from eeca.mgld.questions import entity_prompt
+from eeca.mgld.validate import checked_records
 
 IMAGE_TOKEN = "<image>"
-ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system"}
+ROLES = {"human": "user", "gpt": "assistant", "system": "system"}
 _GENERATION_TAG = re.compile(r"\{%-?\s*generation\s*-?%\}")
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 
@@ -64,10 +65,10 @@ class DataConfig:
     ``{% generation %}``), ``llama3`` the shipped Llama-3 template, anything else a path to a Jinja file.
     """
 
-    path: Path
-    image_root: Path | None = None
-    selection: Path | None = None
-    eval_path: Path | None = None
+    path: InputPath
+    image_root: InputPath | None = None
+    selection: InputPath | None = None
+    eval_path: InputPath | None = None
     max_length: int = 2048
     entities: bool = False
     hierarchical_labels: bool = False
@@ -85,11 +86,13 @@ class DataConfig:
 
 
 def read_records(path: str | Path) -> list[dict]:
-    """LLaVA records from a JSON list or a JSONL file, checked field by field (errors name file and record)."""
-    records = read_json_records(path)
-    for i, r in enumerate(records):
-        _check_record(r, f"{path}: record {i} (id {r.get('id') if isinstance(r, dict) else None!r})")
-    return records
+    """LLaVA records from a JSON list or a JSONL file, checked by the package's one record validator
+    (:func:`eeca.mgld.validate.checked_records`, the rules of ``eeca mgld validate``): a file with a
+    blank answer, turns out of order, a repeated id or a mistyped field is refused, naming the record."""
+    try:
+        return checked_records(path, "llava")
+    except InputError as e:
+        raise DataError(str(e)) from None
 
 
 def select_records(records: list[dict], manifest: str | Path, source: str) -> list[dict]:
@@ -104,30 +107,6 @@ def select_records(records: list[dict], manifest: str | Path, source: str) -> li
         raise DataError(f"{manifest}: field 'id': {len(missing)} of its {len(ids)} ids are not records of {source} "
                         f"(first: {missing[0]!r}); select from the same pool the records come from")
     return [by_id[i] for i in ids]
-
-
-def _check_record(r: Any, where: str) -> None:
-    if not isinstance(r, dict):
-        raise DataError(f"{where}: expected an object")
-    conv = r.get("conversations")
-    if not isinstance(conv, list) or not conv:
-        raise DataError(f"{where}: field 'conversations': expected a non-empty list")
-    for j, turn in enumerate(conv):
-        if not isinstance(turn, dict) or turn.get("from") not in ROLES or not isinstance(turn.get("value"), str):
-            raise DataError(f"{where}: field 'conversations[{j}]': expected {{'from': one of "
-                            f"{sorted(ROLES)}, 'value': str}}, got {turn!r}")
-    if not any(ROLES[t["from"]] == "assistant" for t in conv):
-        raise DataError(f"{where}: field 'conversations': no assistant ('gpt') turn to learn from")
-    image = r.get("image")
-    if image is not None and not (isinstance(image, str) or
-                                  (isinstance(image, list) and all(isinstance(x, str) for x in image))):
-        raise DataError(f"{where}: field 'image': expected a path or a list of paths, got {image!r}")
-    ents = r.get("entities")
-    if ents is not None and not (isinstance(ents, list) and all(isinstance(e, str) for e in ents)):
-        raise DataError(f"{where}: field 'entities': expected a list of strings, got {ents!r}")
-    hl = r.get("hierarchical_label")
-    if hl is not None and not isinstance(hl, str):
-        raise DataError(f"{where}: field 'hierarchical_label': expected a string, got {hl!r}")
 
 
 def image_paths(record: dict) -> list[str]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eeca.io import run_lock
+
 
 def merged_model(adapter_dir: str | Path):
     """The base checkpoint with the adapter merged in (an ordinary, PEFT-free model)."""
@@ -39,8 +41,9 @@ def merge_lora_command(adapter: str, out: str) -> None:
     """
     from transformers import AutoProcessor
 
-    model = merged_model(adapter)
-    model.save_pretrained(out)
-    AutoProcessor.from_pretrained(adapter).save_pretrained(out)
+    with run_lock(out, "merge-lora"):
+        model = merged_model(adapter)
+        model.save_pretrained(out)
+        AutoProcessor.from_pretrained(adapter).save_pretrained(out)
     n = sum(p.numel() for p in model.parameters())
     print(f"merged {adapter} into its base: {n:,} parameters -> {out}")

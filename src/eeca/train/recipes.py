@@ -17,8 +17,11 @@ adapter), the processor and ``trainer_state.json`` (the loss curves) in ``output
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import math
+import os
 import re
 import time
 from collections.abc import Sequence
@@ -26,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eeca.config import dump_config, load_config
-from eeca.io import atomic_write, check_checkpoint
+from eeca.config import FieldError, InputPath, check_inputs, dump_config, load_config
+from eeca.io import atomic_write, check_checkpoint, run_lock
 from eeca.train.data import (
     DataConfig,
     LlavaCollator,
@@ -62,6 +65,7 @@ class ModelInit:
     (plain HF LLaVA, the baseline without EECA's extras).
     """
 
+    # a folder or a hub id; checked by io.check_checkpoint (models are not plain input files)
     checkpoint: Path | None = None
     vision_path: Path | None = None
     llm_path: Path | None = None
@@ -104,7 +108,7 @@ class OptimSettings:
     num_train_epochs: float = 1.0
     max_steps: int = -1
     bf16: bool = False
-    deepspeed: Path | None = None
+    deepspeed: InputPath | None = None
     gradient_checkpointing: bool = False
     logging_steps: int = 1
     save_steps: int = 500
@@ -118,9 +122,25 @@ class OptimSettings:
 
     def __post_init__(self):
         if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if self.per_device_train_batch_size < 1 or self.gradient_accumulation_steps < 1:
-            raise ValueError("per_device_train_batch_size and gradient_accumulation_steps must be >= 1")
+            raise FieldError("warmup_ratio", f"must be in [0, 1), got {self.warmup_ratio}")
+        for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "save_steps"):
+            if getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1, got {getattr(self, name)}")
+        for name in ("learning_rate", "mm_learning_rate", "num_train_epochs"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise FieldError(name, f"must be a finite number > 0, got {value}")
+        for name in ("max_grad_norm", "weight_decay"):  # max_grad_norm 0 turns clipping off
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise FieldError(name, f"must be a finite number >= 0, got {getattr(self, name)}")
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise FieldError("max_steps", f"must be -1 (use num_train_epochs) or >= 1, got {self.max_steps}")
+        for name in ("eval_steps", "save_total_limit"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise FieldError(name, f"must be >= 1 or null, got {getattr(self, name)}")
+        if self.dataloader_num_workers < 0:
+            raise FieldError("dataloader_num_workers", f"must be >= 0, got {self.dataloader_num_workers}")
 
 
 @dataclass(frozen=True)
@@ -376,15 +396,34 @@ def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     if trainer.is_world_process_zero():
         save_adapter_base_config(trainer.model, Path(cfg.output_dir))
     trainer.save_state()
-    train_losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    # the whole run's curve: a resumed Trainer carries the log history of the checkpoint it resumed
+    # from, whereas result.training_loss averages only the steps run since the resume
+    history = json.loads((Path(cfg.output_dir) / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    train_losses = [e["loss"] for e in history if "loss" in e]
     summary = {"stage": cfg.stage, "steps": trainer.state.global_step, "resumed_from": str(resume) if resume else None,
                "train_loss_first": train_losses[0] if train_losses else None,
                "train_loss_last": train_losses[-1] if train_losses else None,
-               "train_loss_mean": result.training_loss, "eval_loss_start": eval_start, "eval_loss_end": eval_end,
+               "train_loss_mean": mean_logged_loss(history) if train_losses else result.training_loss,
+               "eval_loss_start": eval_start, "eval_loss_end": eval_end,
                "trainable_parameters": counts, "wall_s": round(time.time() - t0, 1)}
     if trainer.is_world_process_zero():
         atomic_write(Path(cfg.output_dir) / "train_summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+def mean_logged_loss(log_history: list[dict]) -> float:
+    """The mean training loss per step over every logged step of a run, resumed parts included.
+
+    Each logged ``loss`` is the mean over the steps since the previous log entry, so entries are
+    weighted by the steps they cover (the last window of a run can be shorter than logging_steps).
+    """
+    total = covered = 0.0
+    previous = 0
+    for e in sorted((e for e in log_history if "loss" in e), key=lambda e: e["step"]):
+        total += e["loss"] * (e["step"] - previous)
+        covered += e["step"] - previous
+        previous = e["step"]
+    return total / covered
 
 
 def train_command(config: str, overrides: list[str]) -> None:
@@ -401,10 +440,14 @@ def train_command(config: str, overrides: list[str]) -> None:
     from accelerate import PartialState
 
     cfg = load_config(TrainConfig, config, overrides)
-    s = run(cfg)
+    check_inputs(cfg, config)
+    # one lock per run, held by its first process (the ranks of one torchrun share the folder)
+    with run_lock(cfg.output_dir, "train") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+        s = run(cfg)
     if not PartialState().is_main_process:
         return
-    evals = f", eval loss {s['eval_loss_start']:.4f} -> {s['eval_loss_end']:.4f}" if s["eval_loss_end"] is not None else ""
+    start = "n/a (resumed)" if s["eval_loss_start"] is None else f"{s['eval_loss_start']:.4f}"
+    evals = f", eval loss {start} -> {s['eval_loss_end']:.4f}" if s["eval_loss_end"] is not None else ""
     print(f"trained stage {cfg.stage}: {s['steps']} steps, train loss {s['train_loss_first']} -> "
           f"{s['train_loss_last']}{evals}, {s['wall_s']} s -> {cfg.output_dir}")
 
