@@ -352,7 +352,13 @@ def test_kappa_and_confusion_match_sklearn():
 
 
 def test_dry_run_estimates_the_cost_and_sends_nothing_and_limit_judges_the_first_questions(tmp_path, capsys):
-    from eeca.evaluate.judge import CHARS_PER_TOKEN, estimate_cost, judge_messages, load_ground_truth, load_prompt
+    from eeca.evaluate.judge import (
+        CHARS_PER_TOKEN,
+        estimate_cost,
+        judge_messages,
+        load_ground_truth,
+        load_prompt,
+    )
 
     with JudgeServer() as server:
         cfg = llm_cfg(tmp_path, server.url, max_tokens=300, price_input_per_mtok=2.5, price_output_per_mtok=10.0)

@@ -222,7 +222,7 @@ def test_a_missing_model_is_one_line_and_leaves_no_output_behind(tmp_path, monke
     images, landmarks = make_landmarks(tmp_path / "gl", n_landmarks=2, per_landmark=1)
     out = tmp_path / "score"
     model = model.format(tmp=tmp_path)
-    assert main(["score", str(images), str(landmarks), str(tmp_path / "gl"), str(out), "--model", model]) == 1
+    assert main(["score", str(images), str(landmarks), str(tmp_path / "gl"), str(out), "--model", model]) == 2
     err = capsys.readouterr().err
     assert err == f"eeca score: error: {message.format(tmp=tmp_path)}\n"
     assert not out.exists()  # no empty emb/ left behind

@@ -54,10 +54,19 @@ def run_lock(folder: str | os.PathLike, verb: str, scope: str = "") -> Iterator[
     chunks: ``.eeca-<scope>.lock``). The lock file records the holder (pid, host, verb, start time,
     UTC); a second process asking for the same lock gets an :class:`InputError` naming it. A lock
     this process already holds is taken again (nested runs). Yields the lock file's path.
+
+    The ranks of one ``accelerate``/``torchrun`` launch share their run folder: only the first
+    (``RANK`` 0, or no ``RANK``) takes an unscoped lock. A folder this call created and the run left
+    empty is removed again, so a run that stops before writing anything leaves nothing behind.
     """
     folder = Path(folder)
+    path = (folder / (f".eeca-{scope}.lock" if scope else RUN_LOCK)).absolute()
+    if not scope and os.environ.get("RANK", "0") != "0":
+        yield path
+        return
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
-    path = (folder / (f".eeca-{scope}.lock" if scope else RUN_LOCK)).resolve()
+    path = path.resolve()
     with _held_guard:
         if path in _held:
             _held[path] += 1
@@ -92,6 +101,9 @@ def run_lock(folder: str | os.PathLike, verb: str, scope: str = "") -> Iterator[
     finally:
         with _held_guard:
             _held.pop(path, None)
+        if created and [p.name for p in folder.iterdir()] == [path.name]:
+            path.unlink()
+            folder.rmdir()
         f.close()  # closing the file releases the lock
 
 

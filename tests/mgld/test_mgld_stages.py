@@ -183,6 +183,6 @@ def test_dry_run_prices_the_requests_and_sends_nothing(world, capsys):
     assert main(["mgld", "stage2", str(cfg_path), "--dry-run"]) == 0
     line = capsys.readouterr().out
     per_image = image_tokens(24, 16, "high")  # the world's 24 x 16 images: one tile
-    assert f"mgld stage2 dry run: 12 requests to gpt-4o (0 of 12 samples already done)" in line
+    assert "mgld stage2 dry run: 12 requests to gpt-4o (0 of 12 samples already done)" in line
     assert f"({12 * per_image} of them images at detail high), at most 1200 output tokens" in line
     assert not (world["root"] / "out").exists()

@@ -48,7 +48,16 @@ from PIL import Image
 from tqdm import tqdm
 
 from eeca.config import InputPath, check_inputs, load_config, to_dict
-from eeca.io import InputError, JsonlStore, atomic_write, check_checkpoint, read_json, read_jsonl, run_lock, write_json
+from eeca.io import (
+    InputError,
+    JsonlStore,
+    atomic_write,
+    check_checkpoint,
+    read_json,
+    read_jsonl,
+    run_lock,
+    write_json,
+)
 from eeca.mgld.questions import ENTITY_PROMPT, entity_prompt
 from eeca.mgld.validate import checked_records
 

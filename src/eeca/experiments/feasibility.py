@@ -56,13 +56,13 @@ def grid_problems(cfg, source: str) -> list[str]:
     if trained and Path(cfg.train_recipe).is_file():
         seen: set[str] = set()
         for cell in trained:
-            _recipe_problems(lambda: load_config(TrainConfig, cfg.train_recipe, train_overrides(cfg, cell, folder)),
+            _recipe_problems(lambda cell=cell: load_config(TrainConfig, cfg.train_recipe, train_overrides(cfg, cell, folder)),
                              lambda t: [("data.image_root", t.data.image_root)], problems, seen)
     if Path(cfg.generate).is_file():
         seen = set()
         for cell in cells:
             _recipe_problems(
-                lambda: load_config(GenerateConfig, cfg.generate, generate_overrides(cfg, cell, folder / "train")),
+                lambda cell=cell: load_config(GenerateConfig, cfg.generate, generate_overrides(cfg, cell, folder / "train")),
                 lambda g: [("test_json", g.test_json), ("image_root", g.image_root)], problems, seen)
     if Path(cfg.judge).is_file():
         _recipe_problems(lambda: load_config(JudgeConfig, cfg.judge, [

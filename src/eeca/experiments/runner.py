@@ -33,7 +33,7 @@ import pyarrow as pa
 import torch
 from accelerate import PartialState
 
-from eeca.config import InputPath, check_inputs, load_config
+from eeca.config import InputPath, load_config
 from eeca.evaluate.generate import GenerateConfig, run_generate
 from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
@@ -312,6 +312,7 @@ def experiment_command(config: Path, overrides: list[str] = (), only: list[str] 
         print(f"{len(problems)} problem(s)" + (": nothing would run" if problems else ": every cell can run"))
         return 2 if problems else 0
     try:
+        check_grid(cfg, str(config))  # before the lock: an infeasible grid leaves no folder behind
         with run_lock(cfg.out, "experiment"):
             s = run_experiment(cfg, list(only) or None, source=str(config))
     except InfeasibleGrid as e:

@@ -42,7 +42,15 @@ from accelerate import PartialState
 from tqdm import tqdm
 
 from eeca.config import dump_config, from_dict, load_config, to_dict
-from eeca.io import atomic_path, check_checkpoint, read_json, read_parquet, run_lock, write_json, write_parquet
+from eeca.io import (
+    atomic_path,
+    check_checkpoint,
+    read_json,
+    read_parquet,
+    run_lock,
+    write_json,
+    write_parquet,
+)
 from eeca.knowledge.encode import encode_images, encode_texts, load_clip
 from eeca.knowledge.rank import streaming_scores
 

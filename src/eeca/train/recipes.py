@@ -17,11 +17,9 @@ adapter), the processor and ``trainer_state.json`` (the loss curves) in ``output
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
 import re
 import time
 from collections.abc import Sequence
@@ -343,6 +341,13 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         save_only_model=False, disable_tqdm=False, use_cpu=o.use_cpu)
 
 
+def check_models(model: ModelInit) -> None:
+    """A missing model is one line, before anything is written (a folder or a cached hub id)."""
+    for name in ("checkpoint", "vision_path", "llm_path"):
+        if getattr(model, name) is not None:
+            check_checkpoint(getattr(model, name), f"model.{name}", local_files_only=True)
+
+
 def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     """Train one stage; returns a summary (steps, first/last train and eval losses, wall time).
 
@@ -353,9 +358,7 @@ def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     from eeca.train.trainer import EecaTrainer
 
     t0 = time.time()
-    for name in ("checkpoint", "vision_path", "llm_path"):  # a missing model is one line, before anything is written
-        if getattr(cfg.model, name) is not None:
-            check_checkpoint(getattr(cfg.model, name), f"model.{name}", local_files_only=True)
+    check_models(cfg.model)
     records = read_records(cfg.data.path)
     if cfg.data.selection is not None:
         records = select_records(records, cfg.data.selection, str(cfg.data.path))
@@ -441,8 +444,8 @@ def train_command(config: str, overrides: list[str]) -> None:
 
     cfg = load_config(TrainConfig, config, overrides)
     check_inputs(cfg, config)
-    # one lock per run, held by its first process (the ranks of one torchrun share the folder)
-    with run_lock(cfg.output_dir, "train") if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext():
+    check_models(cfg.model)
+    with run_lock(cfg.output_dir, "train"):
         s = run(cfg)
     if not PartialState().is_main_process:
         return
