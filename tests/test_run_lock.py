@@ -53,7 +53,9 @@ def test_a_second_process_is_refused_with_the_holder_named_and_runs_once_the_fir
         mgld = tmp_path / "mgld.yaml"
         mgld.write_text(f"stage1: {judge_cfg}\nlandmarks: {judge_cfg}\nimage_root: {tmp_path}\nout: {run}\n")
         gen = tmp_path / "gen.yaml"
-        gen.write_text(f"model: {tmp_path}\ntest_json: {tmp_path / 'test.json'}\nimage_root: {tmp_path}\n")
+        (tmp_path / "model").mkdir()
+        (tmp_path / "model" / "config.json").write_text("{}")  # a saved model as far as the checks go
+        gen.write_text(f"model: {tmp_path / 'model'}\ntest_json: {tmp_path / 'test.json'}\nimage_root: {tmp_path}\n")
         for argv in (["score", "i.parquet", "l.parquet", str(tmp_path), str(run), "--model", str(tmp_path)],
                      ["mgld", "stage2", str(mgld)], ["mgld", "stage3", str(mgld)],
                      ["synth", "world", "--out", str(run)], ["gldv2", "ingest", str(tmp_path), str(run)]):
