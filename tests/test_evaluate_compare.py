@@ -7,8 +7,8 @@ import pytest
 from scipy.stats import binom
 
 from eeca.evaluate.compare import compare_judgments, paired_comparison
-from eeca.stats import paired_bootstrap_diffs
 from eeca.io import InputError
+from eeca.stats import paired_bootstrap_diffs
 
 
 def _cells(n, a_hits, b_hits):

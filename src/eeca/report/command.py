@@ -18,7 +18,15 @@ from pathlib import Path
 from eeca.io import atomic_write, read_json
 from eeca.report import figures as F
 from eeca.report.browser import BrowserCell, browser_data, to_browser_html
-from eeca.report.data import Cell, cell_order, check_cells, load_analysis, load_results, load_train_log, paper_numbers
+from eeca.report.data import (
+    Cell,
+    cell_order,
+    check_cells,
+    load_analysis,
+    load_results,
+    load_train_log,
+    paper_numbers,
+)
 from eeca.report.paired import paired_table
 from eeca.report.questions import CellAnswers, load_cell, load_truth, thumbnail
 from eeca.report.render import Block, Bullets, Figure, Heading, Paragraph, Preformatted, to_html, to_markdown
