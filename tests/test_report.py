@@ -2,6 +2,7 @@
 missing inputs, bad inputs, determinism, and no torch import."""
 
 import base64
+import html
 import json
 import os
 import re
@@ -563,3 +564,40 @@ def test_judge_named_once_in_captions_and_wide_tables_wrap(full_report):
         assert caption.endswith("Judge: rule."), caption
     html = (full_report[0] / "report.html").read_text()
     assert "th { background: #f2f2f2; white-space: normal;" in html and '<div class="scroll">' in html
+
+
+# After load: images that loaded, rows drawn, rows after choosing a level in the filter, and any
+# resource fetched from somewhere other than a data: URI (the page's CSP forbids them; this counts them)
+CHROMIUM_PROBE = """<script>window.addEventListener('load', () => {
+  const imgs = Array.from(document.images), out = {images: imgs.length,
+    loaded: imgs.filter(i => i.complete && i.naturalWidth > 0).length,
+    rows: document.querySelectorAll('#list .q').length};
+  const level = document.getElementById('level'); level.value = '0'; level.dispatchEvent(new Event('change'));
+  out.rows_strongly_known = document.querySelectorAll('#list .q').length;
+  out.count_text = document.getElementById('count').textContent;
+  out.outside = performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'));
+  const d = document.createElement('pre'); d.id = 'eeca-probe'; d.textContent = JSON.stringify(out);
+  document.body.appendChild(d); });</script>"""
+
+
+def test_browser_in_headless_chromium(small_run):
+    screenshot = _bench("report_screenshot")
+    binary = screenshot.find_chromium()
+    if binary is None:
+        pytest.skip("no chromium on PATH: install Debian's chromium (apt-get install -y chromium; .ci/run does)")
+    page = small_run / "report" / "browser.html"
+    dom = screenshot.open_page(binary, page, CHROMIUM_PROBE)
+    found = re.search(r'<pre id="eeca-probe">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    result = json.loads(html.unescape(found.group(1)))
+    print("chromium:", result)
+    data = browser_json(page)
+    expected = sum(1 for q in data["questions"] if any(c and any(v and v[0] == 0 for v in c[1]) for c in q[7]))
+    assert result["images"] == result["loaded"] == result["rows"] == 6  # one thumbnail per question, all drawn
+    assert result["rows_strongly_known"] == expected and 0 < expected < 6
+    assert result["count_text"].startswith(f"{expected} of 6 questions")
+    assert result["outside"] == []
+    report = small_run / "report" / "report.html"  # the report page: every figure loads, nothing outside
+    dom = screenshot.open_page(binary, report, screenshot.PROBE)
+    loaded, total = map(int, re.search(r'id="eeca-img-check">(\d+)/(\d+)<', dom).groups())
+    assert loaded == total == len(re.findall(r"<img\b", report.read_text())) > 0
