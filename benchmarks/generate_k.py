@@ -7,13 +7,17 @@ machine; prints tokens/s of each and the ratio. Also prints how many questions g
 answers at batch 8 and at batch 1 (the per-id reproducibility that eeca generate documents: exact
 on CPU float32; on a GPU, batch-shape-dependent kernels can flip a token at a near-tie).
 
-    PYTHONPATH=src python benchmarks/generate_k.py [--device cuda] [--dtype bfloat16]
+Then the ``static`` backend (a fixed-shape key/value cache; ``--compile``: its decoding step compiled
+with torch.compile) over the same batches, with how many questions got the hf backend's answers.
+
+    PYTHONPATH=src python benchmarks/generate_k.py [--device cuda] [--dtype bfloat16] [--compile]
 """
 
 import argparse
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -31,6 +35,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    parser.add_argument("--compile", action="store_true", help="also the compiled static backend (minutes on CPU)")
     args = parser.parse_args()
     if args.device == "cpu":
         torch.set_num_threads(1)
@@ -56,6 +61,19 @@ def main() -> None:
             ours.extend(answers)
     t_ours = time.perf_counter() - t0
 
+    static = {}  # the static-cache backend, eager and (with --compile) compiled, timed after a warm-up
+    for compiled in [False] + ([True] if args.compile else []):
+        scfg = replace(cfg, backend="static", compile=compiled)
+        t0 = time.perf_counter()
+        generate_batch(model, processor, prompts[:BATCH], images[:BATCH], ids[:BATCH], scfg)  # compiles
+        t_warm = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        answers = [a for b in range(0, N_QUESTIONS, BATCH)
+                   for a in generate_batch(model, processor, prompts[b:b + BATCH], images[b:b + BATCH],
+                                           ids[b:b + BATCH], scfg)]
+        static[compiled] = (time.perf_counter() - t0, t_warm, sum(a == o for a, o in zip(
+            answers, [ours[n * K:(n + 1) * K] for n in range(N_QUESTIONS)], strict=True)))
+
     single = [a for n in range(N_QUESTIONS)
               for a in generate_batch(model, processor, prompts[n:n + 1], images[n:n + 1], ids[n:n + 1], cfg)]
     same = sum(single[n] == ours[n * K:(n + 1) * K] for n in range(N_QUESTIONS))
@@ -78,6 +96,10 @@ def main() -> None:
     print(f"naive (5 x generate, batch 1): {t_naive:.2f} s, {tps_naive:.0f} tokens/s")
     print(f"batched, shared prefill:       {t_ours:.2f} s, {tps_ours:.0f} tokens/s")
     print(f"speedup (tokens/s): {tps_ours / tps_naive:.1f}x")
+    for compiled, (t, t_warm, same_static) in static.items():
+        name = "static cache + torch.compile" if compiled else "static cache, eager"
+        print(f"{name + ':':<31}{t:.2f} s, {n_tokens(ours) / t:.0f} tokens/s ({n_tokens(ours) / t / tps_ours:.2f}x "
+              f"batched hf; first batch {t_warm:.1f} s); same answers as hf: {same_static}/{N_QUESTIONS}")
     print(f"same five answers at batch {BATCH} and at batch 1: {same}/{N_QUESTIONS} questions")
 
 

@@ -102,6 +102,42 @@ def test_shared_prefill_equals_hf_generate_on_copied_prompts(world, loaded):
     assert len(set(ours[0])) > 1, "k samples of one question should differ at temperature 1"
 
 
+def _static_answers(world, loaded, monkeypatch, compile):
+    """Answers of the hf and the static backend for three prompts of different lengths (left padding)."""
+    import eeca.evaluate.generate as generate
+
+    model, processor = loaded
+    recs = world["records"][:3]
+    hf = generate_batch(model, processor, *_batch_inputs(world, processor, recs), make_cfg(world, max_new_tokens=10))
+    caches = []
+
+    def spy(*args):
+        out = real(*args)
+        caches.append(out)
+        return out
+
+    real = generate.static_decoding_cache
+    monkeypatch.setattr(generate, "static_decoding_cache", spy)
+    static = generate_batch(model, processor, *_batch_inputs(world, processor, recs),
+                            make_cfg(world, max_new_tokens=10, backend="static", compile=compile))
+    assert len(caches) == 1 and type(caches[0][0]).__name__ == "StaticCache"
+    assert (caches[0][1] is not None) == compile
+    return hf, static
+
+
+def test_static_cache_backend_gives_the_hf_answers(world, loaded, monkeypatch):
+    hf, static = _static_answers(world, loaded, monkeypatch, compile=False)
+    assert static == hf
+    assert len({a for answers in hf for a in answers}) > 3, "the answers must differ to compare anything"
+
+
+@pytest.mark.slow
+def test_compiled_static_backend_gives_the_hf_answers(world, loaded, monkeypatch):
+    # torch.compile of the decoding step: minutes on a CPU (inductor builds C++ kernels)
+    hf, static = _static_answers(world, loaded, monkeypatch, compile=True)
+    assert static == hf
+
+
 def test_answers_of_an_id_do_not_depend_on_its_batch(world, loaded):
     model, processor = loaded
     cfg = make_cfg(world)

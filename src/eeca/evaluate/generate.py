@@ -82,6 +82,11 @@ class GenerateConfig:
     entity_prompt: bool = False
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     max_question_chars: int = 4000  # a longer question (with its entities) is skipped, counted, never sent
+    # how the decoding loop runs (not part of the hash: the answers are the same, see docs/evaluate.md):
+    # "hf" = transformers' dynamic cache; "static" = a fixed-shape cache whose decoding step is
+    # compiled with torch.compile when ``compile`` is true
+    backend: Literal["hf", "static"] = "hf"
+    compile: bool = True
 
     def __post_init__(self):
         if self.max_question_chars < 1:
@@ -196,16 +201,43 @@ def generate_batch(model, processor, prompts: list[str], images: list[Image.Imag
                 position_ids=position_ids[:, :-1], use_cache=True, **inputs)
     cache = out.cache
     cache.batch_repeat_interleave(cfg.k)  # (B*k) rows, row b*k + j = sample j of prompt b
+    compile_config = None  # None: generate() compiles nothing (a dynamic cache is never compiled anyway)
+    if cfg.backend == "static":
+        # rounded up, so that batches whose prompts differ a little in length reuse one compiled step
+        max_cache_len = -(-(input_ids.shape[1] - 1 + cfg.max_new_tokens) // 64) * 64
+        cache, compile_config = static_decoding_cache(model, cache, max_cache_len, cfg.compile)
     seeds = [row_seed(cfg.seed, i, j) for i in ids for j in range(cfg.k)]
     sampler = PerRowSampler(seeds, cfg.temperature, cfg.top_p, cfg.top_k, device)
     tok = processor.tokenizer
     gen_cfg = GenerationConfig(do_sample=False, max_new_tokens=cfg.max_new_tokens, pad_token_id=tok.pad_token_id,
-                               eos_token_id=model.generation_config.eos_token_id or tok.eos_token_id)
+                               eos_token_id=model.generation_config.eos_token_id or tok.eos_token_id,
+                               compile_config=compile_config, disable_compile=compile_config is None)
     sequences = model.generate(input_ids=input_ids.repeat_interleave(cfg.k, 0),
                                attention_mask=attention_mask.repeat_interleave(cfg.k, 0), cache=cache,
                                generation_config=gen_cfg, logits_processor=LogitsProcessorList([sampler]))
     texts = tok.batch_decode(sequences[:, input_ids.shape[1]:], skip_special_tokens=True)  # (B*k)
     return [[t.strip() for t in texts[b * cfg.k:(b + 1) * cfg.k]] for b in range(len(prompts))]
+
+
+def static_decoding_cache(model, cache, max_cache_len: int, compile: bool):
+    """The ``static`` backend: the prefill's key/value cache copied into a ``StaticCache`` of fixed
+    shape [B*k, heads, max_cache_len, head_dim], and the settings under which ``model.generate``
+    compiles its one-token decoding step with ``torch.compile`` (None with ``compile`` off).
+
+    ``generate`` compiles the step by itself for a static cache on a GPU; on a CPU only when asked,
+    which this does. Fixed shapes are what let the compiled step (CUDA graphs on a GPU) replay
+    without recompiling for every new length; the prefill is never compiled.
+    """
+    from transformers import CompileConfig, StaticCache
+
+    static = StaticCache(config=model.config, max_cache_len=max_cache_len)
+    for source, target in zip(cache.layers, static.layers, strict=True):
+        target.update(source.keys, source.values)  # allocates the static tensors, fills positions 0..T-2
+    if not compile:
+        return static, None
+    compile_config = CompileConfig(mode="reduce-overhead" if model.device.type == "cuda" else "default")
+    compile_config._compile_all_devices = model.device.type != "cuda"
+    return static, compile_config
 
 
 def load_test_records(path: Path) -> list[dict]:

@@ -35,8 +35,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-_BLOCK_ELEMENTS = 1 << 26  # 256 MiB of float32 per similarity block
+# float32 elements of one similarity block: a GPU wants large matmuls (256 MiB); on a CPU a block
+# the size of the last-level cache (32 MiB) lets the count and top-1 passes read it from there
+# instead of from DRAM, which is what kept them from the matmul rate at large N
+_BLOCK_ELEMENTS = {"cuda": 1 << 26, "cpu": 1 << 23}
 _HELD_ELEMENTS = 1 << 27  # 512 MiB of float32 kept while the s_gt of an image block are read
+_CONVERTED_NAMES_ELEMENTS = 1 << 28  # names converted once, not per image block, up to 1 GiB of float32
 
 
 @dataclass
@@ -108,7 +112,8 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
         raise ValueError(f"block_size must be >= 1, got {block_size}")
     dev = torch.device(device) if device is not None else x_all.device
     dtype = torch.float64 if x_all.dtype == torch.float64 else torch.float32
-    nb = min(name_block_size or max(1, min(m, _BLOCK_ELEMENTS // block_size)), 1 << 24)
+    block_elements = _BLOCK_ELEMENTS["cpu" if dev.type == "cpu" else "cuda"]
+    nb = min(name_block_size or max(1, min(m, block_elements // block_size)), 1 << 24)
     n_blocks = -(-m // nb)
 
     s_gt = torch.empty(n_img, dtype=dtype)
@@ -122,7 +127,14 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
     distinct = torch.cumsum(torch.cat([torch.ones(min(n_img, 1), dtype=torch.int64),
                                        (sorted_block.diff() != 0).long()]), 0)
 
+    converted = None  # all names in the compute dtype on the device, zero-padded to n_blocks * nb rows
+    if n_blocks * nb * n_all.shape[1] <= _CONVERTED_NAMES_ELEMENTS:
+        converted = n_all.new_zeros(n_blocks * nb, n_all.shape[1], dtype=dtype, device=dev)
+        converted[:m] = n_all
+
     def name_block(j: int) -> torch.Tensor:  # [nb, d], the last block zero-padded to full width
+        if converted is not None:
+            return converted[j * nb:(j + 1) * nb]
         blk = n_all[j * nb:(j + 1) * nb].to(dev, dtype)
         if blk.shape[0] < nb:
             blk = torch.cat([blk, blk.new_zeros(nb - blk.shape[0], blk.shape[1])])
@@ -154,10 +166,13 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
                 valid = min(nb, m - j * nb)
                 sims = sims[:, :valid]
                 if top1:
-                    v, i = sims.max(1)
-                    better = v > best  # strict: the first name with the highest similarity wins
-                    best = torch.where(better, v, best)
-                    best_i = torch.where(better, i + j * nb, best_i)
+                    # the maximum alone is a cheaper pass than max-with-index; the index is looked up
+                    # only for the rows this block improves (ever fewer as the blocks go by)
+                    better = torch.nonzero(sims.amax(1) > best).squeeze(1)  # strict: the first maximum wins
+                    if len(better):
+                        v, i = sims[better].max(1)
+                        best[better] = v
+                        best_i[better] = i + j * nb
                 # in place to 0/1 and a float sum: several times faster on CPU than summing a bool
                 # mask; exact, as every partial sum is an integer below 2**24
                 count += sims.gt_(s[:, None]).sum(1).long()
