@@ -157,3 +157,26 @@ def test_collator_pads_right_and_stacks_image_rows(tmp_path):
         assert (batch["labels"][b, n:] == -100).all() and batch["attention_mask"][b].sum() == n
     assert batch["pixel_values"].shape[0] == 2 and batch["hc_labels"].shape == (2,)
     assert batch["entity_ids"].shape[:2] == (2, 2) and not batch["entity_mask"][0, 1].any()
+
+
+@pytest.mark.parametrize("case", ["absolute", "dotdot", "symlink", "bomb"])
+def test_hostile_image_is_an_error_naming_the_record(tmp_path, case):
+    import os
+
+    from image_cases import write_png_bomb
+
+    ds, records, _, _ = make_dataset(tmp_path, n=2, text_only=0)
+    outside = tmp_path.parent / f"outside-{case}.jpg"
+    outside.write_bytes((tmp_path / "img" / "1.jpg").read_bytes())
+    if case == "absolute":
+        records[0]["image"] = str(outside)
+    elif case == "dotdot":
+        records[0]["image"] = f"../{outside.name}"
+    elif case == "symlink":
+        (tmp_path / "img" / "0.jpg").unlink()
+        os.symlink(outside, tmp_path / "img" / "0.jpg")
+    else:
+        write_png_bomb(tmp_path / "img" / "0.jpg")
+    with pytest.raises(DataError, match=r"record 0 \(id 's0'\): field 'image': .*(path escapes|too many pixels)"):
+        ds[0]
+    assert ds[1]["pixel_values"].shape[0] == 1  # the other record is untouched

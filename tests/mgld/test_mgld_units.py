@@ -183,3 +183,16 @@ def test_shipped_configs_annotate_as_their_scale_needs(name):
     assert cfg.annotator.backend == {"synth": "template", "paper": "openai"}[name]
     if name == "paper":
         assert (cfg.annotator.model, cfg.split.test_count) == ("gpt-4o", 5000)
+
+
+def test_annotator_image_reader_uses_the_one_loader(tmp_path):
+    from eeca.llm_client import ChatError
+    from eeca.mgld.annotators import read_image
+    from image_cases import write_16bit_png, write_png_bomb
+
+    with pytest.raises(ChatError, match="too many pixels"):  # old: DecompressionBombError killed the run
+        read_image(write_png_bomb(tmp_path / "bomb.png"))
+    data, mime = read_image(write_16bit_png(tmp_path / "grey.png"))
+    assert mime == "image/png" and data == (tmp_path / "grey.png").read_bytes()
+    with pytest.raises(ChatError, match="missing file"):
+        read_image(tmp_path / "nope.jpg")
