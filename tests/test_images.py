@@ -6,11 +6,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from eeca.images import ImageError, ImageLimits, image_file, load_image, resize_crop, to_rgb
-from image_cases import write_16bit_png, write_cmyk_jpeg, write_la, write_palette_with_transparency, write_png_bomb
+from eeca.images import DEFAULT_LIMITS, ImageError, ImageLimits, image_file, load_image, resize_crop, to_rgb
+from image_cases import (
+    write_16bit_png,
+    write_cmyk_jpeg,
+    write_la,
+    write_palette_with_transparency,
+    write_png_bomb,
+)
 
 
-def _reason(source, limits=ImageLimits()) -> str:
+def _reason(source, limits=DEFAULT_LIMITS) -> str:
     with pytest.raises(ImageError) as info:
         load_image(source, limits)
     return info.value.reason
@@ -106,8 +112,28 @@ def test_resize_crop_matches_the_hugging_face_processor():
     rng = np.random.default_rng(1)
     proc = ImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, do_normalize=False,
                           do_rescale=False)
-    for w, h in [(100, 75), (75, 100), (33, 40), (32, 32), (301, 47)]:
+    for w, h in [(100, 75), (75, 100), (33, 40), (32, 32), (301, 47), (47, 301), (1024, 768)]:
         im = Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8))
         ref = proc(images=im, return_tensors="np")["pixel_values"][0]  # [3, 32, 32]
         ours = resize_crop(im, 32, (32, 32))  # [32, 32, 3]
         assert np.array_equal(ours.transpose(2, 0, 1), ref.round().astype(np.uint8)), (w, h)
+
+
+def test_simplejpeg_decodes_the_same_pixels_as_pil(tmp_path, monkeypatch):
+    import eeca.images as images
+
+    if images.simplejpeg is None:
+        pytest.skip("simplejpeg not installed (extra 'fast')")
+    rng = np.random.default_rng(2)
+    for w, h in [(1024, 768), (640, 480), (333, 250), (100, 80)]:
+        path = tmp_path / f"{w}.jpg"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), np.uint8)).save(path, quality=85)
+        with_sj = np.asarray(load_image(path, min_side=48))
+        with monkeypatch.context() as m:
+            m.setattr(images, "simplejpeg", None)
+            with_pil = np.asarray(load_image(path, min_side=48))
+        assert np.array_equal(with_sj, with_pil), (w, h)  # same DCT scale (PIL's 1/1..1/8), same decoder
+    write_png_bomb(tmp_path / "bomb.jpg")  # a PNG under a JPEG name goes to PIL, and is refused there
+    assert _reason(tmp_path / "bomb.jpg").startswith("too many pixels")
+    cmyk = np.asarray(load_image(write_cmyk_jpeg(tmp_path / "c.jpg"), min_side=4))  # simplejpeg declines CMYK
+    assert tuple(cmyk[0, 0]) == (0, 255, 255)

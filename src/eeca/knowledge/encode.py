@@ -16,14 +16,15 @@ Two image paths (``fast``):
 * exact (``fast=False``): the full-size RGB image through the model's own image processor, which
   returns float32 pixel values;
 * fast (``fast=True``, for processors that resize the shorter side and centre-crop, as CLIP's do): a
-  JPEG is decoded at the smallest DCT scale that still covers the input (:func:`eeca.images.load_image`
-  with ``min_side``), resized and cropped in uint8 in the worker, and the uint8 batch (4x less to
+  JPEG is decoded at the smallest DCT scale whose sides stay >= 1.5 x the input
+  (:func:`eeca.images.load_image` with ``min_side``), resized and cropped in uint8 in the worker, and the uint8 batch (4x less to
   pin and copy) is rescaled and normalised on the model's device. Only the reduced-scale decoding
   changes pixels; docs/knowledge.md gives what that changes in S and in ranks.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 from transformers import CLIPModel, CLIPProcessor
 
-from eeca.images import ImageError, ImageLimits, image_file, load_image, resize_crop
+from eeca.images import DEFAULT_LIMITS, ImageError, ImageLimits, image_file, load_image, resize_crop
 
 
 def load_clip(model: str, dtype: torch.dtype, device: torch.device) -> tuple[CLIPModel, CLIPProcessor]:
@@ -47,6 +48,14 @@ def _unit(features: torch.Tensor) -> np.ndarray:
     """L2-normalise in float32 (bf16 model outputs included), store as float16."""
     f = features.float()
     return (f / f.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float16)
+
+
+# The fast path decodes a JPEG at a DCT scale whose sides stay >= DRAFT_MARGIN x the model's input, so
+# that a bicubic downscale (as in the exact path) still sets the final pixels. At 1.0 an image twice the
+# input is decoded straight to the input size, which moved 27% of the ranks on the synthetic world; at
+# 1.5 none moved there, and a 1024 x 768 photo is still decoded at 1/2 for a 224 px input
+# (docs/knowledge.md, benchmarks/image_path.py).
+DRAFT_MARGIN = 1.5
 
 
 @dataclass(frozen=True)
@@ -95,7 +104,7 @@ class _ImageFiles(Dataset):
             if self.fast is None:
                 rgb = load_image(path, self.limits)
                 return i, self.image_processor(images=rgb, return_tensors="pt")["pixel_values"][0], ""
-            rgb = load_image(path, self.limits, min_side=self.fast.shortest_edge)
+            rgb = load_image(path, self.limits, min_side=math.ceil(DRAFT_MARGIN * self.fast.shortest_edge))
         except ImageError as e:
             return i, None, e.reason
         pixels = resize_crop(rgb, self.fast.shortest_edge, self.fast.crop, self.fast.resample)  # [S, S, 3] uint8
@@ -119,7 +128,7 @@ class ImageEmbeddings:
 
 def encode_images(clip: CLIPModel, processor: CLIPProcessor, paths: list[Path], batch_size: int,
                   num_workers: int, desc: str = "images", root: Path | None = None,
-                  limits: ImageLimits = ImageLimits(), fast: bool = False) -> ImageEmbeddings:
+                  limits: ImageLimits = DEFAULT_LIMITS, fast: bool = False) -> ImageEmbeddings:
     """Embed the images at ``paths`` in order; unusable files are returned as skips with their reason.
 
     ``root``: the paths are relative to it and must stay inside it (links resolved). ``fast``: the

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from eeca.images import ImageError, ImageLimits, load_image
+from eeca.images import DEFAULT_LIMITS, ImageError, ImageLimits, load_image
 from eeca.io import JsonlStore
 from eeca.llm_client import ChatClient, ChatError, Usage
 from eeca.mgld.tasks import Task
@@ -180,7 +180,7 @@ class Annotator:
         return key, Result(req.id, "ok", reply, None, fp, attempts=0, cached=True)
 
 
-def read_image(path: Path, limits: ImageLimits = ImageLimits()) -> tuple[bytes, str]:
+def read_image(path: Path, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[bytes, str]:
     """``(bytes, mime type)`` of an image file that :mod:`eeca.images` loads (size and pixel limits,
     decodable); :class:`ChatError` with the loader's reason (a counted failure) otherwise."""
     from PIL import Image
