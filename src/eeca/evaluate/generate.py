@@ -337,7 +337,7 @@ def merge_parts(records: list[dict], out: Path, total: int, cfg: GenerateConfig)
     if any(i not in rows and i not in skipped for i in ids):
         return False
     gens = [rows[i] for i in ids if i in rows]
-    if not gens:
+    if ids and not gens:
         reasons = sorted({skipped[i]["reason"].split(" (")[0] for i in ids})
         raise InputError(f"{cfg.test_json}: every one of {len(ids)} records was skipped ({', '.join(reasons)}; "
                          f"see {out / 'parts'}); is image_root {cfg.image_root} right?")
