@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -173,7 +174,7 @@ def test_chunks_merge_to_one_run_and_rerun_is_a_no_op(world, tmp_path):
     for name in ("generations.jsonl", "answers.jsonl"):
         assert (chunked / name).read_bytes() == (one / name).read_bytes()
     assert run_generate(cfg, one)["generated"] == 0
-    with pytest.raises(ValueError, match="config hash"):
+    with pytest.raises(ValueError, match="gen_config_hash"):
         run_generate(make_cfg(world, temperature=0.5), one)
 
 
@@ -213,7 +214,8 @@ def test_missing_image_is_a_counted_skip_and_bad_records_are_named(world, tmp_pa
     run_generate(make_cfg(world, test_json=str(path)), out)
     assert [r["id"] for r in read_jsonl(out / "generations.jsonl")] == ["q0"]
     skipped = read_jsonl(out / "skipped.jsonl")
-    assert [s["id"] for s in skipped] == ["q1", "q2"] and "leaves the image root" in skipped[1]["reason"]
+    assert [s["id"] for s in skipped] == ["q1", "q2"] and skipped[1]["reason"].startswith("path escapes the image root")
+    assert skipped[0]["reason"] == "missing file"
 
     records[1] = {**records[0]}
     path.write_text(json.dumps(records))
@@ -278,3 +280,52 @@ def test_extra_processor_outputs_reach_the_prefill_only(world, loaded):
     answers = generate_batch(model, HrProcessor(processor), prompts, images, ids, cfg)
     assert seen[0] == (2, 4, 3, 32, 32) and all(s is None for s in seen[1:])
     assert answers == generate_batch(base, processor, prompts, images, ids, cfg)
+
+
+def test_skips_are_retried_and_a_wrong_root_is_an_error(world, tmp_path):
+    from eeca.io import InputError
+    from image_cases import write_png_bomb
+
+    out = tmp_path / "o"
+    with pytest.raises(InputError, match="every one of 7 records was skipped"):
+        run_generate(make_cfg(world, image_root=str(tmp_path / "wrong")), out)
+    assert run_generate(make_cfg(world), out)["generated"] == 7  # right root, same folder: all retried
+    assert (out / "generations.jsonl").read_bytes() == (_reference(world, tmp_path) / "generations.jsonl").read_bytes()
+    assert read_jsonl(out / "skipped.jsonl") == []
+
+    # a hostile image is a skip with its reason; once fixed, the rerun generates it
+    root = tmp_path / "images"
+    shutil.copytree(world["images"], root)
+    rel = world["records"][0]["image"]
+    good = (root / rel).read_bytes()
+    write_png_bomb(root / rel)
+    out2 = tmp_path / "o2"
+    run_generate(make_cfg(world, image_root=str(root)), out2)
+    assert [s["reason"].split(" (")[0] for s in read_jsonl(out2 / "skipped.jsonl")] == ["too many pixels"]
+    (root / rel).write_bytes(good)
+    assert run_generate(make_cfg(world, image_root=str(root)), out2)["generated"] == 1
+    assert read_jsonl(out2 / "skipped.jsonl") == [] and len(read_jsonl(out2 / "generations.jsonl")) == 7
+
+
+def test_run_check_covers_image_root_and_test_file(world, tmp_path):
+    out = tmp_path / "o"
+    run_generate(make_cfg(world), out)
+    other_root = tmp_path / "images"
+    shutil.copytree(world["images"], other_root)
+    with pytest.raises(ValueError, match="image_root"):
+        run_generate(make_cfg(world, image_root=str(other_root)), out)
+    edited = tmp_path / "t.json"
+    edited.write_text(json.dumps([{**world["records"][0], "conversations": [
+        {"from": "human", "value": "<image>\nWhere is this?"}, *world["records"][0]["conversations"][1:]]}]
+        + world["records"][1:]))
+    with pytest.raises(ValueError, match="test_json_sha256"):
+        run_generate(make_cfg(world, test_json=str(edited)), out)
+    with pytest.raises(ValueError, match="images"):
+        run_generate(make_cfg(world, images={"max_pixels": 1000}), out)
+
+
+def _reference(world, tmp_path):
+    ref = tmp_path / "ref"
+    if not (ref / "generations.jsonl").exists():
+        run_generate(make_cfg(world), ref)
+    return ref

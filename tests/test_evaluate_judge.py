@@ -205,6 +205,26 @@ def test_rule_judge_weakly_unknown_needs_more_than_a_chance_hint(responses, leve
     assert rule_verdict(responses, KARVEL).level == level
 
 
+@pytest.mark.parametrize("name, answer", [
+    ("清水寺", "これは京都の清水寺です。"),  # no spaces between words in Japanese: the name is found inside
+    ("Киево-Печерская лавра", "Это Киево-Печерская Лавра в Киеве."),  # Cyrillic, other case
+    ("المسجد الأقصى", "هذا هو المسجد الأقصى في القدس"),
+    ("Sagrada Família", "The SAGRADA FAMILIA in Barcelona."),  # accents on Latin letters still optional
+    ("Straße des 17. Juni", "die strasse des 17 juni"),  # casefold: ß = ss
+    ("Tower ＡＢ", "the tower ab"),  # NFKC: full-width letters
+])
+def test_rule_judge_recognises_names_in_any_script(name, answer):
+    truth = GroundTruth(name=name, place="X, Y")
+    assert rule_verdict([answer] + [FILLER] * 4, truth).level == "known"
+    assert rule_verdict([FILLER] * 5, truth).level == "unknown"
+
+
+def test_rule_judge_keeps_different_non_latin_names_apart():
+    # kana with and without voicing marks are different words; an empty-after-folding name matches nothing
+    assert rule_verdict(["かき"] * 5, GroundTruth(name="がき", place="X, Y")).level == "unknown"
+    assert rule_verdict(["!!!"] * 5, GroundTruth(name="!!!", place="X, Y")).level == "unknown"
+
+
 def test_rule_judge_place_with_one_part_counts_as_a_country():
     lone = GroundTruth(name="Karvel Tower", place="Veldoria", entities=("blue roof",))
     assert rule_verdict(["Somewhere in Veldoria."] * 5, lone).level == "unknown"
@@ -220,7 +240,7 @@ def test_rule_judge_cli_writes_judgments_and_metrics(tmp_path, run_eeca):
     assert "accuracy 50.00%" in result.stdout
     rows = read_jsonl(tmp_path / "out" / "judgments.jsonl")
     assert [(r["id"], r["level"], r["status"]) for r in rows] == [("a", "strongly_known", "ok"), ("b", "unknown", "ok")]
-    assert all(len(r["cache_key"]) == 64 and r["judge"].startswith("rule:v2:") for r in rows)
+    assert all(len(r["cache_key"]) == 64 and r["judge"].startswith("rule:v3:") for r in rows)
     summary = read_json(tmp_path / "out" / "judge_summary.json")
     assert summary["generations_sha256"] == hashlib.sha256(gens.read_bytes()).hexdigest()
     assert summary["shuffle_truth"] is False and summary["shuffle_seed"] is None
@@ -267,7 +287,7 @@ def test_shuffled_truth_credits_nothing_to_answers_that_only_name_their_own_land
     assert shuffled["metrics"]["accuracy"] == 0.0 and shuffled["metrics"]["unknown"] == 100.0
     s = shuffled["summary"]
     assert s["shuffle_truth"] is True and s["shuffle_seed"] == 7 and s["judge"].endswith("+shuffled:7")
-    assert s["judge"].startswith("rule:v2:") and s["generations_sha256"] == real["summary"]["generations_sha256"]
+    assert s["judge"].startswith("rule:v3:") and s["generations_sha256"] == real["summary"]["generations_sha256"]
     rows = read_jsonl(tmp_path / "shuf" / "judgments.jsonl")
     real_rows = {r["id"]: r for r in read_jsonl(tmp_path / "real" / "judgments.jsonl")}
     assert all(r["truth_id"].split("-")[0] != r["id"].split("-")[0] for r in rows)  # another landmark

@@ -163,6 +163,11 @@ SKIPS = [
     ("landmark_id without category", _train(HEADER + GOOD + "1123456789abcdef,https://x/b.jpg,99\n"),
      ("train.csv", 3, "landmark_id")),
     ("duplicate id", _train(HEADER + GOOD + GOOD), ("train.csv", 3, "id")),
+    # landmark 12 cut to 1 or 127 cut to 12 would move the image to another landmark: never data
+    ("final line without its newline", _train(HEADER + GOOD + "1123456789abcdef,https://x/b.jpg,12"),
+     ("train.csv", 3, "<row>")),
+    ("final category line without its newline", _file(CAT, f"landmark_id,category\n7,{category_url('Eiffel_Tower')}\n"
+                                                            f"12,{category_url('Dubl')}"), (CAT, 3, "<row>")),
     ("category url without a name", _file(CAT, f"landmark_id,category\n7,{category_url('Eiffel_Tower')}\n"
                                               "12,https://commons.wikimedia.org/wiki/Dublin\n"), (CAT, 3, "category")),
     ("category landmark repeated", _file(CAT, f"landmark_id,category\n7,{category_url('A')}\n7,{category_url('B')}\n"),

@@ -40,7 +40,11 @@ def test_name_round_trips_through_wikimedia_encoding(name):
 
 
 @pytest.mark.parametrize("url", ["https://commons.wikimedia.org/wiki/Eiffel_Tower", WIKI, WIKI + "___",
-                                 WIKI + "%C4_Broken_UTF8", ""])
+                                 WIKI + "%C4_Broken_UTF8", "",
+                                 WIKI + "Tower%ZZ", WIKI + "Tower%4", WIKI + "100%",  # not percent-encoding
+                                 WIKI + "Tower%00Bridge", WIKI + "Tower%07",  # control characters
+                                 WIKI + "%E2%80%8B", WIKI + "_%E2%80%8B_%E2%80%8C_", WIKI + "%C2%A0%E3%80%80",
+                                 WIKI + "%EF%BB%BF"])  # zero-width, no-break and ideographic spaces, BOM
 def test_landmark_name_rejects_urls_without_a_name(url):
     with pytest.raises(ValueError):
         landmark_name(url)

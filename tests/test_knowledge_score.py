@@ -122,7 +122,7 @@ def test_bad_files_are_skipped_with_reasons(clip_dir, world, tmp_path):
     assert reasons[rows[1]["id"]].startswith("not an image")
     assert reasons[rows[2]["id"]].startswith("corrupt or truncated image")
     assert reasons[rows[4]["id"]] == "missing file"
-    assert reasons[rows[5]["id"]] == "path escapes the image root"
+    assert reasons[rows[5]["id"]].startswith("path escapes the image root")
     assert reasons[rows[6]["id"]] == "landmark_id not in landmarks.parquet (999)"
     assert summary["not_ok_status"] == 1 and rows[7]["id"] not in reasons
     scored = [r["id"] for r in pq.read_table(out / "scores.parquet").to_pylist()]
@@ -226,3 +226,66 @@ def test_a_missing_model_is_one_line_and_leaves_no_output_behind(tmp_path, monke
     err = capsys.readouterr().err
     assert err == f"eeca score: error: {message.format(tmp=tmp_path)}\n"
     assert not out.exists()  # no empty emb/ left behind
+
+
+
+def test_hostile_images_are_counted_skips(clip_dir, world, tmp_path):
+    from image_cases import write_16bit_png, write_png_bomb
+
+    images, landmarks, root = world
+    rows = pq.read_table(images).to_pylist()
+    write_png_bomb(root / rows[0]["path"])  # a 30000 x 30000 PNG under a .jpg name
+    (tmp_path / "outside.jpg").write_bytes((root / rows[2]["path"]).read_bytes())
+    (root / rows[1]["path"]).unlink()
+    os.symlink(tmp_path / "outside.jpg", root / rows[1]["path"])  # a link out of the image root
+    write_16bit_png(root / rows[2]["path"], value=20000)
+    summary = run_score(cfg(clip_dir), images, landmarks, root, tmp_path / "out")
+    reasons = {r["id"]: r["reason"] for r in pacsv.read_csv(tmp_path / "out" / "skipped.csv").to_pylist()}
+    assert reasons.pop(rows[0]["id"]).startswith("too many pixels")
+    assert reasons.pop(rows[1]["id"]).startswith("path escapes the image root")
+    assert not reasons and summary["scored"] == len(rows) - 2  # the 16-bit PNG is scored
+
+
+def test_sixteen_bit_png_is_scored_as_the_grey_it_is(clip_dir, world, tmp_path):
+    from image_cases import write_16bit_png
+
+    images, landmarks, root = world
+    rows = pq.read_table(images).to_pylist()
+    write_16bit_png(root / rows[0]["path"], value=20000)  # 78 of 255
+    Image.new("RGB", (8, 8), (78, 78, 78)).save(root / rows[1]["path"], format="PNG")  # the same grey, 8-bit
+    run_score(cfg(clip_dir, fast_images=False), images, landmarks, root, tmp_path / "out")
+    emb, meta = read_emb(tmp_path / "out", "image")
+    ids = [i for m in meta for i in m.column("id").to_pylist()]
+    a, b = emb[ids.index(rows[0]["id"])], emb[ids.index(rows[1]["id"])]
+    assert np.abs(a.astype(np.float32) - b.astype(np.float32)).max() < 1e-3  # old code: all white
+
+
+def test_a_wrong_image_root_is_an_error_and_the_rerun_scores_everything(clip_dir, world, tmp_path):
+    from eeca.io import InputError
+
+    images, landmarks, root = world
+    out = tmp_path / "out"
+    with pytest.raises(InputError, match="no image was scored .*missing file"):
+        run_score(cfg(clip_dir), images, landmarks, tmp_path / "wrong", out)
+    summary = run_score(cfg(clip_dir), images, landmarks, root, out)  # same folder, right root
+    assert summary["scored"] == 35 and summary["skipped"] == 0
+    ref = run_score(cfg(clip_dir), images, landmarks, root, tmp_path / "ref")
+    assert _scores_bytes(out) == _scores_bytes(tmp_path / "ref") and ref["scored"] == 35
+    # a file that stays missing is not retried forever: the shards are reused
+    rows = pq.read_table(images).to_pylist()
+    (root / rows[0]["path"]).unlink()
+    again = run_score(cfg(clip_dir), images, landmarks, root, tmp_path / "ref2")
+    assert run_score(cfg(clip_dir), images, landmarks, root, tmp_path / "ref2")["shards_encoded"] == 0
+    assert again["skipped_by_reason"] == {"missing file": 1}
+
+
+def test_fast_path_agrees_with_the_exact_one(clip_dir, tmp_path):
+    images, landmarks = make_landmarks(tmp_path / "data", n_landmarks=3, per_landmark=2, size=120)
+    root = tmp_path / "data"
+    run_score(cfg(clip_dir, fast_images=False), images, landmarks, root, tmp_path / "exact")
+    run_score(cfg(clip_dir, fast_images=True), images, landmarks, root, tmp_path / "fast")
+    s_exact = pq.read_table(tmp_path / "exact" / "scores.parquet").column("s_gt").to_numpy()
+    s_fast = pq.read_table(tmp_path / "fast" / "scores.parquet").column("s_gt").to_numpy()
+    assert np.abs(s_exact - s_fast).max() < 0.05 and not np.array_equal(s_exact, s_fast)  # 120 px -> 1/2 scale
+    with pytest.raises(ValueError, match="different run"):  # the image path is part of the fingerprint
+        run_score(cfg(clip_dir, fast_images=False), images, landmarks, root, tmp_path / "fast")

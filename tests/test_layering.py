@@ -1,6 +1,6 @@
 """Imports flow one way (DESIGN section 2): every ``eeca`` import in src/eeca, at any depth.
 
-Layers: ``config, io, llm_client, stats`` (0) -> ``gldv2, synth, knowledge, mgld, model`` (1) ->
+Layers: ``config, io, llm_client, stats, images`` (0) -> ``gldv2, synth, knowledge, mgld, model`` (1) ->
 ``train, evaluate`` (2) -> ``experiments`` (3) -> ``cli`` (4). A module may import its own area and
 lower layers; peers in one layer do not import each other unless listed in ``EXCEPTIONS`` with the
 reason. ``report`` reads files only: it may import layer 0 and nothing else (its no-torch check is
@@ -16,7 +16,7 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "eeca"
 
 LAYERS: dict[str, int] = {
-    "eeca": 0, "config": 0, "io": 0, "llm_client": 0, "stats": 0,
+    "eeca": 0, "config": 0, "io": 0, "llm_client": 0, "stats": 0, "images": 0,
     "gldv2": 1, "synth": 1, "knowledge": 1, "mgld": 1, "model": 1,
     "train": 2, "evaluate": 2,
     "experiments": 3,

@@ -205,3 +205,27 @@ def test_vicuna_template_renders_llava_15_format_and_learns_only_the_answers(tmp
     prompt = tok.apply_chat_template([{"role": "user", "content": "Where is it?"}], chat_template=template,
                                      add_generation_prompt=True, tokenize=False)
     assert prompt == f"<s>{system} USER: Where is it? ASSISTANT:"
+
+
+
+@pytest.mark.parametrize("case", ["absolute", "dotdot", "symlink", "bomb"])
+def test_hostile_image_is_an_error_naming_the_record(tmp_path, case):
+    import os
+
+    from image_cases import write_png_bomb
+
+    ds, records, _, _ = make_dataset(tmp_path, n=2, text_only=0)
+    outside = tmp_path.parent / f"outside-{case}.jpg"
+    outside.write_bytes((tmp_path / "img" / "1.jpg").read_bytes())
+    if case == "absolute":
+        records[0]["image"] = str(outside)
+    elif case == "dotdot":
+        records[0]["image"] = f"../{outside.name}"
+    elif case == "symlink":
+        (tmp_path / "img" / "0.jpg").unlink()
+        os.symlink(outside, tmp_path / "img" / "0.jpg")
+    else:
+        write_png_bomb(tmp_path / "img" / "0.jpg")
+    with pytest.raises(DataError, match=r"record 0 \(id 's0'\): field 'image': .*(path escapes|too many pixels)"):
+        ds[0]
+    assert ds[1]["pixel_values"].shape[0] == 1  # the other record is untouched

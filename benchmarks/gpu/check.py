@@ -271,9 +271,10 @@ def part_clip_encode(env: Env, out: dict) -> None:
     sync(env)
     plain = out["plain_hf_files"] = rate(len(paths), time.perf_counter() - t0)
 
-    # (c) eeca score's path: DataLoader decode workers, pinned memory, per-file error handling
+    # (c) eeca score's path: DataLoader decode workers, pinned memory, per-file error handling, and its
+    # default fast image path (reduced-scale JPEG decoding, uint8 to the device, normalised there)
     t0 = time.perf_counter()
-    res = encode_images(clip, processor, cycled, bs, workers, desc="clip encode")
+    res = encode_images(clip, processor, cycled, bs, workers, desc="clip encode", fast=True)
     sync(env)
     eeca = rate(len(res.index), time.perf_counter() - t0)
     if res.skipped or len(res.index) != len(cycled):

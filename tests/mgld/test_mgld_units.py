@@ -205,3 +205,16 @@ def test_gpt4o_image_tokens_follow_openais_rule(size, detail, tokens):
     from eeca.mgld.estimate import image_tokens
 
     assert image_tokens(*size, detail) == tokens
+
+
+def test_annotator_image_reader_uses_the_one_loader(tmp_path):
+    from eeca.llm_client import ChatError
+    from eeca.mgld.annotators import read_image
+    from image_cases import write_16bit_png, write_png_bomb
+
+    with pytest.raises(ChatError, match="too many pixels"):  # old: DecompressionBombError killed the run
+        read_image(write_png_bomb(tmp_path / "bomb.png"))
+    data, mime = read_image(write_16bit_png(tmp_path / "grey.png"))
+    assert mime == "image/png" and data == (tmp_path / "grey.png").read_bytes()
+    with pytest.raises(ChatError, match="missing file"):
+        read_image(tmp_path / "nope.jpg")

@@ -31,6 +31,14 @@ Resumption and many processes: the test records are cut into ``num_chunks`` cont
 its own ``parts/`` JSONL (``eeca.io.JsonlStore``), so a killed run continues where it stopped.
 When every part is complete, ``generations.jsonl`` (DESIGN section 3), ``answers.jsonl`` (one
 LLaVA ``model_vqa``-style line per sample) and ``skipped.jsonl`` are written in test-file order.
+
+Images are read by :mod:`eeca.images` (confined to ``image_root`` after resolving links, pixel and
+byte limits, every PIL mode to RGB); an unusable image is a skip with its reason in
+``skipped.jsonl``. Skips are not final: a rerun tries every skipped record again (the image may
+have been fixed or the root corrected). ``generation_config.json`` fingerprints everything the
+answers depend on (model, sampling, image limits, ``image_root``, the test file's content); a rerun
+with other values into a folder that holds answers is refused. A run in which every record was
+skipped is an :class:`~eeca.io.InputError`, not a success.
 """
 
 from __future__ import annotations
@@ -48,6 +56,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from eeca.config import InputPath, check_inputs, load_config, to_dict
+from eeca.images import ImageError, ImageLimits, image_file, load_image
 from eeca.io import (
     InputError,
     JsonlStore,
@@ -87,6 +96,7 @@ class GenerateConfig:
     # compiled with torch.compile when ``compile`` is true
     backend: Literal["hf", "static"] = "hf"
     compile: bool = True
+    images: ImageLimits = ImageLimits()  # pixel and byte limits per image file (larger ones are skips)
 
     def __post_init__(self):
         if self.max_question_chars < 1:
@@ -261,15 +271,6 @@ def human_turn(rec: dict, with_entities: bool) -> str:
     return value
 
 
-def open_image(root: Path, rel: str) -> Image.Image:
-    """The record's image as RGB; the path must stay under ``root``."""
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root.resolve()):
-        raise ValueError(f"image path {rel!r} leaves the image root")
-    with Image.open(path) as im:
-        return im.convert("RGB")
-
-
 def chunk_bounds(n: int, num_chunks: int, idx: int) -> tuple[int, int]:
     """Contiguous [start, end) of chunk ``idx`` of ``num_chunks`` over n items (sizes differ by <= 1)."""
     return n * idx // num_chunks, n * (idx + 1) // num_chunks
@@ -297,7 +298,7 @@ def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx:
     start, end = chunk_bounds(len(records), total, share)
     gen_path, skip_path = part_paths(out, share, total)
     with JsonlStore(gen_path) as store, JsonlStore(skip_path) as skips:
-        todo = [r for r in records[start:end] if str(r["id"]) not in store and str(r["id"]) not in skips]
+        todo = [r for r in records[start:end] if str(r["id"]) not in store]  # skips are tried again
         model = processor = None
         n_tokens, t0 = 0, time.perf_counter()
         bar = tqdm(total=len(todo), desc=f"generate {share + 1}/{total}", unit="q", disable=not todo)
@@ -309,10 +310,10 @@ def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx:
                                   "reason": f"question longer than max_question_chars={cfg.max_question_chars}"})
                     continue
                 try:
-                    images.append(open_image(cfg.image_root, rec["image"]))
+                    images.append(load_image(image_file(cfg.image_root, rec["image"]), cfg.images))
                     batch.append(rec)
-                except (OSError, ValueError) as e:
-                    skips.append({"id": str(rec["id"]), "image": rec["image"], "reason": f"{type(e).__name__}: {e}"})
+                except ImageError as e:
+                    skips.append({"id": str(rec["id"]), "image": rec["image"], "reason": e.reason})
             if batch:
                 if model is None:
                     model, processor = load_model(cfg.model, cfg.dtype, state.device)
@@ -338,16 +339,25 @@ def generation_row(rec: dict, responses: list[str], cfg: GenerateConfig) -> dict
 
 
 def _check_run_config(cfg: GenerateConfig, out: Path, write: bool) -> None:
-    """Refuse to mix answers made with other sampling values or another model into one output folder."""
+    """Refuse to mix answers made from other inputs (model, sampling, images, test file) into one folder.
+
+    A folder that holds no answer yet (every record was skipped, e.g. under a wrong ``image_root``)
+    takes the new run's values.
+    """
     path = out / "generation_config.json"
-    meta = {"config": to_dict(cfg), "sampling": cfg.sampling(), "gen_config_hash": cfg.hash(), "model": str(cfg.model)}
+    inputs = {"model": str(cfg.model), "gen_config_hash": cfg.hash(), "image_root": str(Path(cfg.image_root).resolve()),
+              "test_json_sha256": hashlib.sha256(Path(cfg.test_json).read_bytes()).hexdigest(),
+              "images": to_dict(cfg.images)}
+    meta = {"config": to_dict(cfg), "sampling": cfg.sampling(), **inputs}
     if path.exists():
         old = read_json(path)
-        if old.get("gen_config_hash") != meta["gen_config_hash"] or old.get("model") != meta["model"]:
-            raise InputError(f"{out}: holds answers of model {old.get('model')} with config hash "
-                             f"{old.get('gen_config_hash')}; this run is {meta['model']} / {meta['gen_config_hash']}. "
-                             "Use another --out.")
-    elif write:
+        changed = {k: (old.get(k), v) for k, v in inputs.items() if old.get(k) != v}
+        if not changed:
+            return
+        if any(p.stat().st_size for p in (out / "parts").glob("generations.*.jsonl")):
+            what = "; ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+            raise InputError(f"{out}: holds answers made from other inputs ({what}). Use another --out.")
+    if write:
         write_json(path, meta)
 
 
@@ -365,8 +375,12 @@ def merge_parts(records: list[dict], out: Path, total: int, cfg: GenerateConfig)
     if any(i not in rows and i not in skipped for i in ids):
         return False
     gens = [rows[i] for i in ids if i in rows]
+    if ids and not gens:
+        reasons = sorted({skipped[i]["reason"].split(" (")[0] for i in ids})
+        raise InputError(f"{cfg.test_json}: every one of {len(ids)} records was skipped ({', '.join(reasons)}; "
+                         f"see {out / 'parts'}); is image_root {cfg.image_root} right?")
     atomic_write(out / "generations.jsonl", "".join(_line(r) for r in gens))
-    atomic_write(out / "skipped.jsonl", "".join(_line(skipped[i]) for i in ids if i in skipped))
+    atomic_write(out / "skipped.jsonl", "".join(_line(skipped[i]) for i in ids if i in skipped and i not in rows))
     answers = [{"question_id": r["id"], "sample": j, "prompt": r["question"], "text": text,
                 "answer_id": f"{r['id']}-{j}", "model_id": r["model"], "metadata": {"gen_config_hash": r["gen_config_hash"]}}
                for r in gens for j, text in enumerate(r["responses"])]

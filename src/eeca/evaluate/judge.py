@@ -18,8 +18,8 @@ four levels: Strongly Known, Known, Weakly Unknown, Unknown (App. C.1 also calls
   JSONL keyed by sha256(judge model, prompt version, id, the k answers, the ground truth), so a
   rerun, or a second output folder over the same answers, sends no request for a known verdict.
 * ``rule``: offline and deterministic, for the synthetic world and for sanity checks of the LLM
-  judge (see :func:`rule_verdict` for the thresholds; the judge id is ``rule:v2:...``, v2 being the
-  stricter Weakly Unknown rule).
+  judge (see :func:`rule_verdict` for the thresholds; the judge id is ``rule:v3:...``, v2 being the
+  stricter Weakly Unknown rule, v3 the Unicode text folding).
 
 Chance control (``shuffle_truth``): every question is judged against the ground truth of another
 question of a different landmark (a seeded derangement, :func:`derange_truths`); the judge id gets
@@ -166,9 +166,21 @@ def cache_key(judge_id: str, record_id: str, responses: list[str], truth: Ground
 # ---- rule judge ---------------------------------------------------------------------------------
 
 def normalise(text: str) -> str:
-    """Lower case, accents dropped, punctuation to spaces, single spaces, padded for whole-word search."""
-    text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
-    return " " + " ".join(re.sub(r"[^a-z0-9]+", " ", text.lower()).split()) + " "
+    """Unicode-folded text, padded for whole-word search: NFKC and casefold (any script, "ß" = "ss",
+    full-width = ASCII), accents on Latin letters dropped ("Família" = "Familia"; marks of other
+    scripts are part of their letters and kept), punctuation, symbols and spaces to single spaces;
+    Han, kana and Thai characters are words of their own, so a name is found in unspaced text."""
+    kept: list[str] = []
+    for c in unicodedata.normalize("NFKD", text):
+        if unicodedata.category(c) == "Mn" and kept and kept[-1] < "\u0250":  # an accent on a Latin letter
+            continue
+        kept.append(" " if unicodedata.category(c)[0] in "PSZC" else c)
+    text = unicodedata.normalize("NFKC", "".join(kept)).casefold()
+    text = _UNSPACED.sub(r" \1 ", text)  # scripts written without spaces: every character is a word
+    return " " + " ".join(text.split()) + " "
+
+
+_UNSPACED = re.compile("([\u0e00-\u0e7f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff])")  # Thai, kana, Han
 
 
 def _mentions(norm_text: str, phrases: list[str]) -> bool:
@@ -417,7 +429,7 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
         truths = {rid: truths[donor.get(rid, rid)] for rid in truths}
     out.mkdir(parents=True, exist_ok=True)
     llm = LlmJudge(cfg) if cfg.judge == "llm" else None
-    judge_id = llm.id if llm else f"rule:v2:strong_min={cfg.rule_strong_min}:category_hint={cfg.rule_category_is_hint}"
+    judge_id = llm.id if llm else f"rule:v3:strong_min={cfg.rule_strong_min}:category_hint={cfg.rule_category_is_hint}"
     if cfg.shuffle_truth:
         judge_id += f"+shuffled:{cfg.shuffle_seed}"
     keys = {str(g["id"]): cache_key(judge_id, str(g["id"]), g["responses"], truths[str(g["id"])]) for g in gens}

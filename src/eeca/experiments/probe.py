@@ -28,10 +28,11 @@ from pathlib import Path
 
 import torch
 
-from eeca.evaluate.generate import build_prompt, load_model, open_image
+from eeca.evaluate.generate import build_prompt, load_model
 from eeca.evaluate.judge import load_ground_truth, normalise, rule_verdict
 from eeca.experiments.controls import clip_top1
 from eeca.gldv2.paths import image_relpath
+from eeca.images import image_file, load_image
 from eeca.io import read_json, read_jsonl, write_json
 
 KIND_PROBE = "What kind of landmark is this?"
@@ -71,7 +72,7 @@ def probe_model(model_dir: Path, world: Path, exclude: set[str] = frozenset(), n
     results: dict[str, list[dict]] = {"category": [], "entities": [], "text": []}
     for b in range(0, len(views), batch_size):
         chunk = views[b:b + batch_size]
-        images = [open_image(world, image_relpath(r["id"])) for r in chunk]
+        images = [load_image(image_file(world, image_relpath(r["id"]))) for r in chunk]
         for key, question in (("category", KIND_PROBE), ("entities", ENTITY_PROBE)):
             prompts = [build_prompt(processor, "<image>\n" + question) for _ in chunk]
             for r, answer in zip(chunk, greedy(model, processor, prompts, images), strict=True):

@@ -4,7 +4,10 @@ A problem that makes the whole file unusable (missing file, empty file, a header
 required column or with a repeated one, broken quoting, bytes that are not UTF-8) is a
 :class:`CsvFormatError` naming file, line and field. A single bad row (wrong number of fields, a
 bad value found by the caller) is a counted skip recorded by :class:`SkipLog` as
-``file,line,field,reason``. Blank lines carry nothing and are passed over.
+``file,line,field,reason``. Blank lines carry nothing and are passed over. A final line without its
+newline is a file cut in the middle of a write or a download: the row it ends may be cut inside a
+field (``landmark_id`` 12345 cut to 1234 is another valid landmark), so it is a counted skip with the
+reason "truncated final line", never data.
 """
 
 from __future__ import annotations
@@ -55,7 +58,8 @@ def read_rows(path: Path, columns: tuple[str, ...], skips: SkipLog) -> Iterator[
     if not path.is_file():
         raise CsvFormatError(path, None, None, "file not found")
     with open(path, "rb") as f:
-        reader = csv.reader(_decoded_lines(f, path), strict=True)
+        lines = _DecodedLines(f, path)
+        reader = csv.reader(lines, strict=True)
         header = _next(reader, path)
         if header is None:
             raise CsvFormatError(path, 1, None, f"empty file; expected a header with {', '.join(columns)}")
@@ -71,20 +75,38 @@ def read_rows(path: Path, columns: tuple[str, ...], skips: SkipLog) -> Iterator[
         while (row := _next(reader, path)) is not None:
             if not row:
                 continue
+            if lines.cut:  # the row ends on the final line, which has no newline
+                skips.add(path, reader.line_num, "<row>", "truncated final line")
+                continue
             if len(row) != width:
                 skips.add(path, reader.line_num, "<row>", f"expected {width} fields, got {len(row)}")
                 continue
             yield reader.line_num, [row[i] for i in index]
 
 
-def _decoded_lines(f, path: Path) -> Iterator[str]:
-    """UTF-8 lines of a binary file, decoded one at a time so a bad byte is reported on its own line."""
-    for lineno, raw in enumerate(f, 1):
+class _DecodedLines:
+    """UTF-8 lines of a binary file, decoded one at a time so a bad byte is reported on its own line.
+
+    ``cut`` turns true once the csv reader has taken a final line that does not end in a newline.
+    """
+
+    def __init__(self, f, path: Path):
+        self._lines = enumerate(f, 1)
+        self._path = path
+        self.cut = False
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        lineno, raw = next(self._lines)
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise CsvFormatError(path, lineno, None, f"not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
-        yield text.removeprefix("\ufeff") if lineno == 1 else text
+            raise CsvFormatError(self._path, lineno, None,
+                                 f"not UTF-8 (byte {raw[e.start]:#04x} at column {e.start + 1})") from None
+        self.cut = not raw.endswith(b"\n")
+        return text.removeprefix("\ufeff") if lineno == 1 else text
 
 
 def _next(reader, path: Path) -> list[str] | None:

@@ -11,13 +11,13 @@ parquet writer, so memory does not grow with the file except for the duplicate-i
 keeps every id seen so far as a sorted ``uint64`` (8 bytes per row, 33 MB at 4.1M rows).
 
 Bad input (see :mod:`eeca.gldv2.csvfiles` for whole-file errors). Counted skips, each a row of
-``<out>/skipped.csv``:
+``<out>/skipped.csv`` (in every file, a final line without its newline is one: "truncated final line"):
 
 * ``train.csv``: wrong number of fields; an id that is not 16 lowercase hex characters; a
   landmark_id that is not a non-negative integer; a landmark_id with no row in
   ``train_label_to_category.csv``; a repeated id (the first row with it is kept).
 * ``train_label_to_category.csv``: a bad landmark_id; a repeated landmark_id (the first is kept);
-  a url from which no name can be derived. Images of such a landmark are then skipped too.
+  a url from which no name can be derived (:mod:`eeca.gldv2.names`: strict decoding). Images of such a landmark are then skipped too.
 * ``train_label_to_hierarchical.csv``: a bad or unknown landmark_id; a repeated landmark_id. A
   landmark without a hierarchical row keeps null ``supercategory``, ``hierarchical_label`` and
   ``natural_or_human_made``. The hierarchical file's own ``category`` column is not used.

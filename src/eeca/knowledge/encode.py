@@ -5,24 +5,37 @@ tower with its visual projection and the text tower with its text projection, ea
 that a dot product is the cosine similarity S of the paper.
 
 Images are decoded in ``torch.utils.data.DataLoader`` workers (JPEG decoding, not the model, is the
-CPU ceiling) with pinned memory on a GPU. A file that is missing, empty, not an image, truncated or
+CPU ceiling) with pinned memory on a GPU, through the toolkit's one image loader
+(:mod:`eeca.images`: paths confined to the image root after resolving links, pixel and byte limits,
+every PIL mode to RGB). A file that is missing, empty, too large, not an image, truncated or
 otherwise undecodable is not an error: it comes back as a skip with its reason, and the batch goes
 on without it. Names longer than the text tower's context are truncated and counted.
+
+Two image paths (``fast``):
+
+* exact (``fast=False``): the full-size RGB image through the model's own image processor, which
+  returns float32 pixel values;
+* fast (``fast=True``, for processors that resize the shorter side and centre-crop, as CLIP's do): a
+  JPEG is decoded at the smallest DCT scale whose sides stay >= 1.5 x the input
+  (:func:`eeca.images.load_image` with ``min_side``), resized and cropped in uint8 in the worker, and the uint8 batch (4x less to
+  pin and copy) is rescaled and normalised on the model's device. Only the reduced-scale decoding
+  changes pixels; docs/knowledge.md gives what that changes in S and in ranks.
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 from transformers import CLIPModel, CLIPProcessor
 
+from eeca.images import DEFAULT_LIMITS, ImageError, ImageLimits, image_file, load_image, resize_crop
 from eeca.io import offline_requested
 
 
@@ -41,32 +54,65 @@ def _unit(features: torch.Tensor) -> np.ndarray:
     return (f / f.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float16)
 
 
-class _ImageFiles(Dataset):
-    """Item i = (i, pixel_values [3, S, S] or None, skip reason or "")."""
+# The fast path decodes a JPEG at a DCT scale whose sides stay >= DRAFT_MARGIN x the model's input, so
+# that a bicubic downscale (as in the exact path) still sets the final pixels. At 1.0 an image twice the
+# input is decoded straight to the input size, which moved 27% of the ranks on the synthetic world; at
+# 1.5 none moved there, and a 1024 x 768 photo is still decoded at 1/2 for a 224 px input
+# (docs/knowledge.md, benchmarks/image_path.py).
+DRAFT_MARGIN = 1.5
 
-    def __init__(self, paths: list[Path], image_processor):
-        self.paths = paths
-        self.image_processor = image_processor
+
+@dataclass(frozen=True)
+class _FastPath:
+    """What the fast path needs of an image processor: resize, crop, rescale and normalise."""
+
+    shortest_edge: int
+    crop: tuple[int, int]  # (h, w)
+    resample: int
+    scale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def of(cls, image_processor) -> _FastPath | None:
+        """The processor's steps if they are resize-shorter-side + centre-crop + rescale + normalise, else None."""
+        size, crop = getattr(image_processor, "size", None) or {}, getattr(image_processor, "crop_size", None) or {}
+        flags = [getattr(image_processor, f, False) for f in ("do_resize", "do_center_crop", "do_rescale", "do_normalize")]
+        if not (all(flags) and size.get("shortest_edge") and crop.get("height") and crop.get("width")
+                and not size.get("longest_edge")):
+            return None
+        return cls(int(size["shortest_edge"]), (int(crop["height"]), int(crop["width"])), int(image_processor.resample),
+                   float(image_processor.rescale_factor), tuple(image_processor.image_mean),
+                   tuple(image_processor.image_std))
+
+    def normalise(self, pixels: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """uint8 [b, 3, h, w] on the device -> normalised ``dtype`` pixel values, as the processor computes them."""
+        mean = torch.tensor(self.mean, device=pixels.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=pixels.device).view(1, 3, 1, 1)
+        return ((pixels.float() * self.scale - mean) / std).to(dtype)
+
+
+class _ImageFiles(Dataset):
+    """Item i = (i, pixel values [3, S, S] (float32, or uint8 on the fast path) or None, skip reason or "")."""
+
+    def __init__(self, paths: list[Path], image_processor, root: Path | None, limits: ImageLimits,
+                 fast: _FastPath | None):
+        self.paths, self.image_processor, self.root, self.limits, self.fast = paths, image_processor, root, limits, fast
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
-        path = self.paths[i]
-        if not path.is_file():
-            return i, None, "missing file"
-        if path.stat().st_size == 0:
-            return i, None, "empty file (0 bytes)"
         try:
-            with Image.open(path) as im:
-                im.load()  # decode now: a truncated file fails here, not later in the processor
-                rgb = im.convert("RGB")
-        except Image.UnidentifiedImageError:
-            return i, None, "not an image (unidentified format)"
-        except (OSError, SyntaxError, ValueError) as e:  # PIL's truncated / corrupt-data errors
-            return i, None, f"corrupt or truncated image ({e})"
-        pixels = self.image_processor(images=rgb, return_tensors="pt")["pixel_values"][0]
-        return i, pixels, ""
+            path = image_file(self.root, self.paths[i]) if self.root is not None else self.paths[i]
+            if self.fast is None:
+                rgb = load_image(path, self.limits)
+                return i, self.image_processor(images=rgb, return_tensors="pt")["pixel_values"][0], ""
+            rgb = load_image(path, self.limits, min_side=math.ceil(DRAFT_MARGIN * self.fast.shortest_edge))
+        except ImageError as e:
+            return i, None, e.reason
+        pixels = resize_crop(rgb, self.fast.shortest_edge, self.fast.crop, self.fast.resample)  # [S, S, 3] uint8
+        return i, torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), ""
 
 
 def _collate(items):
@@ -85,10 +131,16 @@ class ImageEmbeddings:
 
 
 def encode_images(clip: CLIPModel, processor: CLIPProcessor, paths: list[Path], batch_size: int,
-                  num_workers: int, desc: str = "images") -> ImageEmbeddings:
-    """Embed the images at ``paths`` in order; undecodable files are returned as skips."""
+                  num_workers: int, desc: str = "images", root: Path | None = None,
+                  limits: ImageLimits = DEFAULT_LIMITS, fast: bool = False) -> ImageEmbeddings:
+    """Embed the images at ``paths`` in order; unusable files are returned as skips with their reason.
+
+    ``root``: the paths are relative to it and must stay inside it (links resolved). ``fast``: the
+    fast path where the processor allows it (module docstring), else the exact one.
+    """
     device = clip.device
-    loader = DataLoader(_ImageFiles(paths, processor.image_processor), batch_size=batch_size,
+    fast_path = _FastPath.of(processor.image_processor) if fast else None
+    loader = DataLoader(_ImageFiles(paths, processor.image_processor, root, limits, fast_path), batch_size=batch_size,
                         num_workers=num_workers, collate_fn=_collate, pin_memory=device.type == "cuda")
     embs, index, skipped = [], [], []
     with torch.inference_mode():
@@ -96,7 +148,10 @@ def encode_images(clip: CLIPModel, processor: CLIPProcessor, paths: list[Path], 
             skipped += skip
             if pixels is None:
                 continue
-            pixels = pixels.to(device, clip.dtype, non_blocking=True)
+            if fast_path is None:
+                pixels = pixels.to(device, clip.dtype, non_blocking=True)
+            else:
+                pixels = fast_path.normalise(pixels.to(device, non_blocking=True), clip.dtype)
             embs.append(_unit(clip.get_image_features(pixel_values=pixels).pooler_output))  # [b, d]
             index += idx
     dim = clip.config.projection_dim

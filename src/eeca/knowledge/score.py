@@ -10,11 +10,18 @@ ranks each image's ground-truth name among all names (:mod:`eeca.knowledge.rank`
   top1_sim float32; row order = input order, skipped images left out;
 * ``skipped.csv`` (id, path, reason) and ``score_summary.json``.
 
+Images are read by :mod:`eeca.images` (paths confined to ``image_root`` after resolving links, the
+pixel and byte limits of ``ScoreConfig.images``); with ``fast_images`` (the default) JPEGs are
+decoded at reduced scale (:mod:`eeca.knowledge.encode`). A run in which no image could be scored is
+an :class:`~eeca.io.InputError` (a wrong ``image_root`` makes every file "missing"), not a success.
+
 Resume: work is cut into shards of ``shard_size`` rows. A shard's ``.parquet`` is written last and
 atomically, so it marks the shard finished and a rerun skips it; a shard killed half-way is simply
-redone, and since its batches are the same the result is identical. ``emb/run.json`` fingerprints the
-model, template, dtype, shard size and inputs, and a rerun with different ones is refused rather than
-mixed with old shards.
+redone, and since its batches are the same the result is identical. A finished shard with "missing
+file" skips is redone when one of those files now exists (after a wrong ``image_root``, or a
+download that was completed), so no skip of a missing file is permanent. ``emb/run.json``
+fingerprints the model, template, dtype, shard size, image path and limits, and the inputs, and a
+rerun with different ones is refused rather than mixed with old shards.
 
 Many processes (``accelerate launch -m eeca score ...``): shard k belongs to process
 ``k % num_processes``. Each process embeds its name and image shards, waits for the others, ranks
@@ -42,7 +49,9 @@ from accelerate import PartialState
 from tqdm import tqdm
 
 from eeca.config import dump_config, from_dict, load_config, to_dict
+from eeca.images import MISSING_FILE, ImageLimits
 from eeca.io import (
+    InputError,
     atomic_path,
     check_checkpoint,
     read_json,
@@ -74,6 +83,8 @@ class ScoreConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"  # auto: bf16 on GPU, fp32 on CPU
     shard_size: int = 50_000  # rows per embedding shard: the unit of resume and of work split
     local_files_only: bool = False  # load `model` from disk only (as HF_HUB_OFFLINE=1 does)
+    fast_images: bool = True  # reduced-scale JPEG decoding, uint8 to the device (False: the processor's exact path)
+    images: ImageLimits = ImageLimits()  # pixel and byte limits per image file (larger ones are skips)
 
     def __post_init__(self):
         for name in ("image_batch_size", "text_batch_size", "block_size", "shard_size"):
@@ -140,7 +151,10 @@ def run_score(cfg: ScoreConfig, images_path: Path, landmarks_path: Path, image_r
         check_checkpoint(cfg.model, "model", cfg.local_files_only)  # before anything is written
     if state.is_main_process:
         _check_fingerprint(emb_dir / "run.json", cfg, img, lm_ids, names)
+        for k in range(n_image_shards):
+            _reopen_if_files_appeared(emb_dir, parts_dir, k, image_root)
     state.wait_for_everyone()
+    reused = sum((emb_dir / f"image-{k:05d}.parquet").exists() for k in range(n_image_shards))
 
     device = state.device
     model = functools.cache(lambda: load_clip(cfg.model, cfg.torch_dtype(device), device,  # only if needed
@@ -166,16 +180,14 @@ def run_score(cfg: ScoreConfig, images_path: Path, landmarks_path: Path, image_r
             continue
         todo, pre_skips = [], []  # positions in the shard to decode; (position, reason) not to
         for j in range(s, e):
-            reason = _path_problem(paths[j])
-            if reason is None and lids[j] not in gt_of:
-                reason = f"landmark_id not in landmarks.parquet ({lids[j]})"
-            if reason:
-                pre_skips.append((j - s, reason))
+            if lids[j] not in gt_of:
+                pre_skips.append((j - s, f"landmark_id not in landmarks.parquet ({lids[j]})"))
             else:
                 todo.append(j - s)
         clip, processor = model()
-        res = encode_images(clip, processor, [image_root / paths[s + j] for j in todo], cfg.image_batch_size,
-                            cfg.num_workers, desc=f"image shard {k}/{len(image_shards)}")
+        res = encode_images(clip, processor, [paths[s + j] for j in todo], cfg.image_batch_size,
+                            cfg.num_workers, desc=f"image shard {k}/{len(image_shards)}", root=image_root,
+                            limits=cfg.images, fast=cfg.fast_images)
         rows = [s + todo[i] for i in res.index]
         skips = sorted(pre_skips + [(todo[i], r) for i, r in res.skipped])
         _write_shard(emb_dir, f"image-{k:05d}", res.emb,
@@ -229,6 +241,9 @@ def _merge(out: Path, n_name_shards: int, n_image_shards: int, img: dict, n_name
         "not_ok_status": img["not_ok"], "shards_encoded": n_image_shards - reused, "shards_reused": reused,
         "median_rsr": float(np.median(rsr)) if len(rsr) else float("nan"), "seconds": round(seconds, 2)}
     write_json(out / "score_summary.json", summary)
+    if not scores.num_rows:
+        kinds = ", ".join(f"{n} {r}" for r, n in summary["skipped_by_reason"].items()) or "no row with status ok"
+        raise InputError(f"{out}: no image was scored ({kinds}; see {out / 'skipped.csv'}); is the image root right?")
     return summary
 
 
@@ -250,14 +265,16 @@ def _write_shard(emb_dir: Path, stem: str, emb: np.ndarray, columns: dict, meta:
     write_parquet(emb_dir / f"{stem}.parquet", columns)
 
 
-def _path_problem(path: str | None) -> str | None:
-    """Why an image path cannot be used (it must stay under the image root), or None."""
-    if not path:
-        return "no path in images.parquet"
-    p = Path(path)
-    if p.is_absolute() or ".." in p.parts:
-        return "path escapes the image root"
-    return None
+def _reopen_if_files_appeared(emb_dir: Path, parts_dir: Path, k: int, image_root: Path) -> None:
+    """Mark image shard ``k`` unfinished (and drop its ranks) if a file it skipped as missing now exists."""
+    marker = emb_dir / f"image-{k:05d}.parquet"
+    if not marker.exists():
+        return
+    missing = [path for _, path, reason in read_json(emb_dir / f"image-{k:05d}.json")["skipped"]
+               if reason == MISSING_FILE]
+    if any((image_root / path).exists() for path in missing):
+        marker.unlink()
+        (parts_dir / f"scores-{k:05d}.parquet").unlink(missing_ok=True)
 
 
 def _read_landmarks(path: Path) -> tuple[list[str], list[int]]:
@@ -292,7 +309,7 @@ def _check_fingerprint(path: Path, cfg: ScoreConfig, img: dict, lm_ids: list[int
     for part in (img["id"], img["landmark_id"], img["path"], lm_ids, names):
         h.update(json.dumps(part).encode())
     keep = {k: v for k, v in to_dict(cfg).items()
-            if k in ("model", "name_template", "dtype", "shard_size")}
+            if k in ("model", "name_template", "dtype", "shard_size", "fast_images", "images")}
     fp = {"config": keep, "inputs_sha256": h.hexdigest()}
     if path.exists():
         old = read_json(path)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from eeca.images import DEFAULT_LIMITS, ImageError, ImageLimits, load_image
 from eeca.io import JsonlStore
 from eeca.llm_client import ChatClient, ChatError, Usage
 from eeca.mgld.tasks import Task
@@ -179,20 +180,20 @@ class Annotator:
         return key, Result(req.id, "ok", reply, None, fp, attempts=0, cached=True)
 
 
-def read_image(path: Path) -> tuple[bytes, str]:
-    """``(bytes, mime type)`` of an image file; :class:`ChatError` if missing or not decodable."""
-    from PIL import Image, UnidentifiedImageError
+def read_image(path: Path, limits: ImageLimits = DEFAULT_LIMITS) -> tuple[bytes, str]:
+    """``(bytes, mime type)`` of an image file that :mod:`eeca.images` loads (size and pixel limits,
+    decodable); :class:`ChatError` with the loader's reason (a counted failure) otherwise."""
+    from PIL import Image
 
     try:
+        load_image(Path(path), limits)  # every check of the one loader, decoding included
         data = Path(path).read_bytes()
-    except OSError as e:
-        raise ChatError(f"image unreadable: {path}: {e.strerror}") from None
-    try:
         with Image.open(io.BytesIO(data)) as im:
             fmt = im.format
-            im.load()  # verify() misses truncated files; decoding the pixels does not
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ChatError(f"image not decodable: {path}: {e}") from None
+    except ImageError as e:
+        raise ChatError(f"image not usable: {path}: {e.reason}") from None
+    except OSError as e:
+        raise ChatError(f"image unreadable: {path}: {e.strerror}") from None
     return data, Image.MIME.get(fmt or "", "image/jpeg")
 
 
@@ -333,8 +334,6 @@ class HFAnnotator(Annotator):
         return proc.batch_decode(new, skip_special_tokens=True)
 
     def _run(self, task, requests):
-        from PIL import Image
-
         for batch in _chunks(requests, self.cfg.batch_size):
             todo = []
             for r in batch:
@@ -348,7 +347,7 @@ class HFAnnotator(Annotator):
                 if hit is not None:
                     yield hit, key
                     continue
-                image = Image.open(io.BytesIO(data)).convert("RGB")
+                image = load_image(data)  # read_image loaded these very bytes: RGB, every mode handled
                 conv = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": r.prompt}]}]
                 todo.append((r, fp, key, image, conv))
             yield from self._rounds(task, todo)

@@ -8,7 +8,9 @@ each into model inputs:
   assistant turns with ``{% generation %}`` and ``apply_chat_template(..., return_assistant_tokens_mask=True)``
   returns which tokens they cover. No string splitting with fixed offsets (LLaVA #1166, #779): a
   template without ``{% generation %}`` is an error, since it would silently give an all-masked loss.
-* Images go through the processor, which gives ``pixel_values`` (LR) and, for EECA,
+* Images are read by :mod:`eeca.images` (inside ``image_root`` after resolving links, pixel and
+  byte limits, every PIL mode to RGB); an unusable image is an error naming the record. Images go
+  through the processor, which gives ``pixel_values`` (LR) and, for EECA,
   ``pixel_values_hr``; each ``<image>`` token is expanded to as many placeholders as the processor
   expands it to (576 for LLaVA, 704 for EECA with the HR branch). Placeholders count in the maximum
   length and are never truncated: a sample whose placeholders would be cut is an error naming it.
@@ -37,6 +39,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from eeca.config import InputPath
+from eeca.images import ImageError, ImageLimits, image_file, load_image
 from eeca.io import InputError, read_parquet
 from eeca.mgld.questions import entity_prompt
 from eeca.mgld.validate import checked_records
@@ -77,6 +80,7 @@ class DataConfig:
     entity_prompt: str = "none"
     chat_template: str = "tokenizer"
     pad_token: str | None = None
+    images: ImageLimits = ImageLimits()  # pixel and byte limits per image file
 
     def __post_init__(self):
         if self.entity_prompt not in ("none", "train_and_infer"):
@@ -246,13 +250,12 @@ class LlavaJsonDataset(Dataset):
         return item
 
     def _load_image(self, rel: str, where: str) -> Image.Image:
+        """The record's image through :mod:`eeca.images`: inside ``image_root``, within the limits, RGB."""
         root = Path(self.cfg.image_root) if self.cfg.image_root else Path(".")
-        path = root / rel
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except (OSError, ValueError) as e:
-            raise DataError(f"{where}: field 'image': cannot read {path}: {e}") from None
+            return load_image(image_file(root, rel), self.cfg.images)
+        except ImageError as e:
+            raise DataError(f"{where}: field 'image': {rel}: {e.reason}") from None
 
     def _entities(self, record: dict) -> tuple[torch.Tensor, torch.Tensor]:
         names = (record.get("entities") or [])[: self.cfg.max_entities]
