@@ -104,14 +104,16 @@ def test_lmms_eval_runs_the_exported_task_on_a_tiny_llava_hf_model(tmp_path):
     data, truth = _mgld(tmp_path)
     export_mgld(data, data.parent, tmp_path / "out", truth=truth, max_new_tokens=8)
     model = save_tiny_llava(tmp_path / "tiny-llava", style="simple")
+    run_dir = tmp_path / "run"  # lmms-eval reads `--tasks mgld` as a folder of YAMLs when ./mgld exists
+    run_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}
     env.update(PYTHONPATH=str(SRC), HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", OMP_NUM_THREADS="1",
                HF_HOME=str(tmp_path / "hf_home"), CUDA_VISIBLE_DEVICES="")
     proc = subprocess.run(
         [str(LMMS_PYTHON), "-m", "lmms_eval", "--model", "llava_hf",
-         "--model_args", f"pretrained={model},device=cpu,dtype=float32", "--include_path", str(tmp_path / "out" / "lmms_eval"),
+         "--model_args", f"pretrained={model},device=cpu,device_map=cpu,dtype=float32", "--include_path", str(tmp_path / "out" / "lmms_eval"),
          "--tasks", "mgld", "--batch_size", "1", "--output_path", str(tmp_path / "results"), "--log_samples"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1500)
+        cwd=run_dir, env=env, capture_output=True, text=True, timeout=1500)
     print(proc.stdout[-4000:])
     assert proc.returncode == 0, proc.stderr[-4000:]
     found = sorted((tmp_path / "results").rglob("*results.json"))

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+from transformers import AutoConfig, AutoProcessor
 
 from eeca.model import EecaConfig, EecaForConditionalGeneration, EecaProcessor
 from eeca.model.tiny import tiny_eeca
