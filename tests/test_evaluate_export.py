@@ -14,9 +14,12 @@ from PIL import Image
 
 from eeca.evaluate.export import export_mgld
 from eeca.io import InputError
-from tiny_llava import CHAT_TEMPLATE
 from train_helpers import save_tiny_llava, write_llava_json
 
+TYPED_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'] | upper }}: {% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n{% else %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}\n{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
 SRC = Path(__file__).resolve().parents[1] / "src"
 LMMS_PYTHON = Path(os.environ.get("EECA_LMMS_PYTHON", "/work/venvs/lmms/bin/python"))
 
@@ -105,8 +108,8 @@ def test_lmms_eval_runs_the_exported_task_on_a_tiny_llava_hf_model(tmp_path):
     data, truth = _mgld(tmp_path)
     export_mgld(data, data.parent, tmp_path / "out", truth=truth, max_new_tokens=8)
     model = save_tiny_llava(tmp_path / "tiny-llava", style="simple")
-    # lmms-eval renders its prompts with the tokenizer's template: one that prints the content as it is
-    (model / "chat_template.jinja").write_text(CHAT_TEMPLATE)
+    # lmms-eval's llava_hf sends typed content ({"type": "image"}, {"type": "text"}) through the chat template
+    (model / "chat_template.jinja").write_text(TYPED_TEMPLATE)
     run_dir = tmp_path / "run"  # lmms-eval reads `--tasks mgld` as a folder of YAMLs when ./mgld exists
     run_dir.mkdir()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV"))}

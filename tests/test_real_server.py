@@ -89,7 +89,8 @@ def test_llm_judge_against_a_real_server_counts_every_non_verdict_as_failed(tmp_
     rows = [json.loads(line) for line in (tmp_path / "judge" / "judgments.jsonl").read_text().splitlines()]
     assert {r["status"] for r in rows} == {"failed"} and {r["level"] for r in rows} == {None}  # nothing guessed
     assert all(r["explanation"].startswith(("unparseable reply", "reply cut at max_tokens")) for r in rows)
-    assert result["summary"]["requests"] == 3 and result["summary"]["failed"] == 3
+    summary = result["summary"]  # requests: the /v1/models check and one chat per question
+    assert (summary["requests"], summary["retries"], summary["failed"]) == (1 + 3, 0, 3)
     assert result["metrics"]["n"] == 0 and result["metrics"]["n_failed"] == 3
     assert not (tmp_path / "judge" / "verdict_cache.jsonl").read_text().strip()  # failures are never cached
 
