@@ -106,4 +106,5 @@ def test_llm_judge_against_a_real_server_counts_every_non_verdict_as_failed(tmp_
         print(json.dumps(result["summary"], indent=1))
         rows = [json.loads(line) for line in (tmp_path / "judge-timeouts" / "judgments.jsonl").read_text().splitlines()]
         assert {r["level"] for r in rows} == {None} and result["summary"]["failed"] == 3
-        assert result["summary"]["retries"] == 3 * 2  # each chat retried max_retries times
+        summary = result["summary"]  # each chat tried 1 + max_retries times; the models check may have retried too
+        assert summary["retries"] >= 3 * 2 and summary["requests"] == 1 + 3 + summary["retries"]
