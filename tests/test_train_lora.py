@@ -33,6 +33,12 @@ def test_lora_adapter_round_trip_and_merge(tmp_path, capsys):
 
     merge_lora_command(str(adapter), str(tmp_path / "merged"))
     assert "merged" in capsys.readouterr().out
+    card = (tmp_path / "merged" / "README.md").read_text()
+    assert f"LoRA adapter `{adapter}` merged" in card and "LoRA: r 4, alpha 8" in card
+    assert f"eeca merge-lora {adapter} {tmp_path / 'merged'}" in card
+    for folder in (adapter, tmp_path / "merged"):
+        mode = (folder / "config.json").stat().st_mode & 0o777
+        assert all(p.stat().st_mode & 0o777 == mode for p in folder.iterdir() if p.is_file())
 
     config = AutoConfig.from_pretrained(adapter)
     base = EecaForConditionalGeneration.from_pretrained(ckpt, config=config).eval()

@@ -85,6 +85,15 @@ def test_eeca_train_stage3_writes_model_config_and_curves(tmp_path, run_eeca):
     assert any("eval_loss" in e for e in logs)
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["steps"] == 2 and summary["eval_loss_end"] is not None
+    for folder in (out, out / "checkpoint-2"):
+        card = (folder / "README.md").read_text()
+        assert f"eeca train {tmp_path / 'stage3.yaml'} output_dir={out} data.entity_prompt=train_and_infer" in card
+        assert f"`{ckpt}` (eeca)" in card and "(4 records)" in card and "| L_EAC | 1.0 |" in card
+        # every file of the checkpoint, the weights included, has the mode the umask gives config.json
+        mode = (folder / "config.json").stat().st_mode & 0o777
+        assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.is_file()} == \
+            dict.fromkeys((p.name for p in folder.iterdir() if p.is_file()), mode)
+    assert "train loss: " in card and "eval loss: unknown" not in (out / "README.md").read_text()
 
 
 def final_weights(folder: Path) -> dict:

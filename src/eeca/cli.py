@@ -37,6 +37,7 @@ COMMANDS: dict[str, str] = {
     "generate": "eeca.evaluate.generate:generate_command",
     "judge": "eeca.evaluate.judge:judge_command",
     "metrics": "eeca.evaluate.metrics:metrics_command",
+    "export": "eeca.evaluate.export:export_command",
     "model summary": "eeca.model.spec:summary_command",
     "score": "eeca.knowledge.score:score_command",
     "select": "eeca.knowledge.select:select_command",

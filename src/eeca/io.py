@@ -160,6 +160,27 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
         tmp.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
 
 
+def readable_like_umask(folder: str | os.PathLike) -> int:
+    """Give every file under ``folder`` the permission bits the umask allows a new file (``0o666 & ~umask``),
+    added to those it has; returns how many files changed.
+
+    safetensors (>= 0.8) writes weights through a temporary file that is always created 0600 and renamed
+    into place, so ``model.safetensors`` / ``adapter_model.safetensors`` would be readable by their owner
+    only while every other file of a run follows the umask. Run after each checkpoint is saved.
+    """
+    mask = os.umask(0)
+    os.umask(mask)
+    wanted = 0o666 & ~mask
+    changed = 0
+    for path in Path(folder).rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            mode = path.stat().st_mode & 0o7777
+            if mode | wanted != mode:
+                path.chmod(mode | wanted)
+                changed += 1
+    return changed
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Atomically write ``obj`` as indented, key-sorted UTF-8 JSON with a trailing newline."""
     atomic_write(path, json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n")

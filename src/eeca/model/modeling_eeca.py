@@ -42,8 +42,9 @@ from transformers.models.llava.modeling_llava import (
 from transformers.utils.generic import can_return_tuple, merge_with_config_defaults
 from transformers.utils.output_capturing import select_hidden_states
 
-from eeca.model.configuration_eeca import EecaConfig
-from eeca.model.losses import entity_aware_contrastive_loss, hierarchical_classification_loss
+# relative imports only: these files are copied beside every checkpoint and imported there without eeca
+from .configuration_eeca import EecaConfig
+from .losses import entity_aware_contrastive_loss, hierarchical_classification_loss
 
 
 @dataclass

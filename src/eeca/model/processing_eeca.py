@@ -18,6 +18,8 @@ import torch.nn.functional as F
 from transformers import LlavaProcessor
 from transformers.processing_utils import _UNMARKED
 
+from .configuration_eeca import EecaConfig  # relative: this file is copied beside every checkpoint
+
 
 def _scaled_size(size, factor: int) -> dict:
     """An image-processor size (dict or SizeDict of edge lengths) with every edge scaled by `factor`."""
@@ -135,8 +137,6 @@ def processor_for(config, processor):
     with the config's HR settings (a checkpoint loaded with ``use_hr_branch`` or ``num_hr_latents``
     overridden, or a llava-hf checkpoint loaded as EECA, keeps the processor saved beside it, which
     would expand the wrong number of ``<image>`` tokens); any other config keeps ``processor``."""
-    from eeca.model.configuration_eeca import EecaConfig
-
     if not isinstance(config, EecaConfig):
         return processor
     return EecaProcessor(

@@ -54,7 +54,7 @@ from transformers.models.clip.image_processing_pil_clip import CLIPImageProcesso
 
 from eeca.config import to_dict
 from eeca.gldv2.paths import image_path
-from eeca.io import read_jsonl, run_lock, write_json
+from eeca.io import read_jsonl, readable_like_umask, run_lock, write_json
 from eeca.synth.config import ClipTrainConfig, LlmTrainConfig, SynthConfig
 from eeca.synth.texts import every_text, training_conversations
 from eeca.synth.world import load_synth_config, read_truth
@@ -305,6 +305,7 @@ def _save(folder: Path, meta: dict, *parts) -> None:
     for p in parts:
         p.save_pretrained(tmp)
     write_json(tmp / "synth_meta.json", meta)
+    readable_like_umask(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
 

@@ -39,11 +39,24 @@ def merge_lora_command(adapter: str, out: str) -> None:
         adapter: an eeca train output_dir (or checkpoint) trained with lora.enabled
         out: folder for the merged model and its processor
     """
+    import shlex
+
     from transformers import AutoProcessor
+
+    from eeca.config import load_config
+    from eeca.io import readable_like_umask
+    from eeca.train.card import read_summary, write_model_card
+    from eeca.train.recipes import CONFIG_NAME, TrainConfig
 
     with run_lock(out, "merge-lora"):
         model = merged_model(adapter)
         model.save_pretrained(out)
         AutoProcessor.from_pretrained(adapter).save_pretrained(out)
+        recipe = Path(adapter) / CONFIG_NAME
+        if recipe.exists():
+            (Path(out) / CONFIG_NAME).write_bytes(recipe.read_bytes())
+            write_model_card(out, load_config(TrainConfig, recipe), model.config, summary=read_summary(Path(adapter)),
+                             merged_from=Path(adapter), command=shlex.join(["eeca", "merge-lora", adapter, out]))
+        readable_like_umask(out)
     n = sum(p.numel() for p in model.parameters())
     print(f"merged {adapter} into its base: {n:,} parameters -> {out}")

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from eeca.config import FieldError, InputPath, check_inputs, dump_config, load_config
-from eeca.io import atomic_write, check_checkpoint, run_lock
+from eeca.io import atomic_write, check_checkpoint, readable_like_umask, run_lock
 from eeca.train.data import (
     DataConfig,
     LlavaCollator,
@@ -303,17 +304,29 @@ def save_adapter_base_config(model, folder: Path) -> None:
         model.get_base_model().config.save_pretrained(folder)
 
 
-def _config_callback(text: str):
+def finish_checkpoint(folder: Path, cfg: TrainConfig, model, command: str | None, log_history, summary=None) -> None:
+    """What every saved checkpoint carries besides the weights: the adapter's base config (LoRA), the
+    model card, and file modes that follow the umask (the weights come out 0600 otherwise)."""
+    from eeca.train.card import write_model_card
+
+    save_adapter_base_config(model, folder)
+    base = model.get_base_model() if hasattr(model, "peft_config") else model
+    write_model_card(folder, cfg, base.config, command=command, log_history=log_history, summary=summary)
+    readable_like_umask(folder)
+
+
+def _config_callback(text: str, cfg: TrainConfig, command: str | None):
     from transformers import TrainerCallback
 
     class SaveResolvedConfig(TrainerCallback):
-        """Writes the resolved config into each checkpoint, so any checkpoint says how it was made."""
+        """Writes the resolved config and the model card into each checkpoint, so any checkpoint says
+        how it was made."""
 
         def on_save(self, args, state, control, model=None, **kwargs):
             if state.is_world_process_zero:
                 folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
                 atomic_write(folder / CONFIG_NAME, text)
-                save_adapter_base_config(model, folder)
+                finish_checkpoint(folder, cfg, model, command, state.log_history)
 
     return SaveResolvedConfig()
 
@@ -348,10 +361,11 @@ def check_models(model: ModelInit) -> None:
             check_checkpoint(getattr(model, name), f"model.{name}", local_files_only=True)
 
 
-def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
+def run(cfg: TrainConfig, callbacks: Sequence[Any] = (), command: str | None = None) -> dict[str, Any]:
     """Train one stage; returns a summary (steps, first/last train and eval losses, wall time).
 
-    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (progress hooks, timers).
+    ``callbacks`` are extra ``transformers.TrainerCallback`` objects (progress hooks, timers);
+    ``command`` is the command line quoted in each checkpoint's model card (None: the Python API).
     """
     from transformers import set_seed
 
@@ -389,15 +403,13 @@ def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
     trainer = EecaTrainer(
         model=model, args=training_arguments(cfg, eval_ds is not None), train_dataset=train_ds,
         eval_dataset=eval_ds, data_collator=LlavaCollator(tokenizer.pad_token_id), processing_class=processor,
-        callbacks=[_config_callback(text), *callbacks], mm_learning_rate=cfg.optim.mm_learning_rate,
+        callbacks=[_config_callback(text, cfg, command), *callbacks], mm_learning_rate=cfg.optim.mm_learning_rate,
         group_by_modality_length=cfg.optim.group_by_modality_length)
     resume = latest_checkpoint(cfg.output_dir) if cfg.resume else None
     eval_start = trainer.evaluate()["eval_loss"] if eval_ds is not None and resume is None else None
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     eval_end = trainer.evaluate()["eval_loss"] if eval_ds is not None else None
     trainer.save_model(str(cfg.output_dir))
-    if trainer.is_world_process_zero():
-        save_adapter_base_config(trainer.model, Path(cfg.output_dir))
     trainer.save_state()
     # the whole run's curve: a resumed Trainer carries the log history of the checkpoint it resumed
     # from, whereas result.training_loss averages only the steps run since the resume
@@ -411,6 +423,7 @@ def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
                "trainable_parameters": counts, "wall_s": round(time.time() - t0, 1)}
     if trainer.is_world_process_zero():
         atomic_write(Path(cfg.output_dir) / "train_summary.json", json.dumps(summary, indent=2))
+        finish_checkpoint(Path(cfg.output_dir), cfg, trainer.model, command, trainer.state.log_history, summary)
     return summary
 
 
@@ -446,7 +459,7 @@ def train_command(config: str, overrides: list[str]) -> None:
     check_inputs(cfg, config)
     check_models(cfg.model)
     with run_lock(cfg.output_dir, "train"):
-        s = run(cfg)
+        s = run(cfg, command=shlex.join(["eeca", "train", config, *overrides]))
     if not PartialState().is_main_process:
         return
     start = "n/a (resumed)" if s["eval_loss_start"] is None else f"{s['eval_loss_start']:.4f}"
