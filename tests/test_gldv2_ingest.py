@@ -209,7 +209,7 @@ def test_bad_row_is_a_counted_skip(case, breaker, where, small_root, tmp_path):
 def test_cli_reports_a_bad_file_without_a_traceback(small_root, tmp_path, run_eeca):
     write_csv(small_root / "train.csv", ("id", "landmark_id"), [("0123456789abcdef", 7)])
     proc = run_eeca("gldv2", "ingest", small_root, tmp_path / "out", check=False)
-    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert f"{small_root / 'train.csv'}: line 1: field 'url': required column missing" in proc.stderr
 
 

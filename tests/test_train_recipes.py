@@ -72,7 +72,8 @@ def test_eeca_train_stage3_writes_model_config_and_curves(tmp_path, run_eeca):
     cfg = stage3_config(tmp_path, ckpt, data, max_steps=2, eval_steps=2)
     (tmp_path / "stage3.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
-    proc = run_eeca("train", tmp_path / "stage3.yaml", f"output_dir={out}", "data.entity_prompt=train_and_infer")
+    proc = run_eeca("train", tmp_path / "stage3.yaml", "--overrides", f"output_dir={out}",
+                    "data.entity_prompt=train_and_infer")
     assert "trained stage 3: 2 steps" in proc.stdout.strip().splitlines()[-1]
     config = json.loads((out / "config.json").read_text())
     assert config["hierarchical_labels"] == ["bridge", "church", "tower"]

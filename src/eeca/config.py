@@ -12,11 +12,16 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
   plain ``ValueError``, reported against the one field its message mentions, else the whole
   dataclass.
 * Every error is a :class:`ConfigError` naming the file and the dotted field.
-* Command-line overrides ``a.b=value`` are parsed as YAML scalars and applied before validation.
+* Command-line overrides ``a.b=value`` are parsed as YAML scalars and applied before validation; an
+  error in a field an override set names the override, not the file.
+* Under :func:`print_only` (``eeca VERB --print_config``) the first configuration loaded is printed
+  as resolved and :class:`ConfigPrinted` stops the verb.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import re
 import types
@@ -50,8 +55,34 @@ class FieldError(ValueError):
         super().__init__(message)
 
 
+class ConfigPrinted(Exception):
+    """Raised by :func:`load_config` under :func:`print_only` once the configuration is printed."""
+
+
+_PRINT_ONLY = contextvars.ContextVar("eeca_print_only", default=False)
+
+
+@contextlib.contextmanager
+def print_only():
+    """Within this block :func:`load_config` prints the resolved configuration and raises ConfigPrinted."""
+    token = _PRINT_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _PRINT_ONLY.reset(token)
+
+
 def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
     """Load ``path`` (YAML mapping) into the dataclass ``cls``, applying ``overrides``."""
+    cfg = _load_config(cls, path, overrides)
+    if _PRINT_ONLY.get():
+        shown = f" with --overrides {' '.join(overrides)}" if overrides else ""
+        print(f"# {cls.__name__} from {path}{shown}\n{dump_config(cfg)}", end="")
+        raise ConfigPrinted(str(path))
+    return cfg
+
+
+def _load_config(cls: type[T], path: str | Path, overrides: list[str] | None) -> T:
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -71,7 +102,22 @@ def from_dict(cls: type[T], data: Any, source: str = "<dict>", overrides: list[s
     if not isinstance(data, dict):
         raise ConfigError(source, "<root>", f"expected a mapping, got {type(data).__name__}")
     data = _apply_overrides(dict(data), overrides or [], source)
-    return _build(cls, data, source, "")
+    try:
+        return _build(cls, data, source, "")
+    except ConfigError as e:
+        item = _override_of(e.field, overrides or [])
+        if item is None:
+            raise
+        raise ConfigError(f"--overrides {item}", e.field, str(e).split(f"field '{e.field}': ", 1)[1]) from None
+
+
+def _override_of(field: str, overrides: list[str]) -> str | None:
+    """The override that set ``field`` (or a field inside it, or the mapping holding it), if any."""
+    for item in reversed(overrides):
+        key = item.partition("=")[0]
+        if key == field or key.startswith(field + ".") or field.startswith((key + ".", key + "[")):
+            return item
+    return None
 
 
 def to_dict(cfg: Any) -> dict:
@@ -99,7 +145,7 @@ def _apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(source, item, "an override must look like 'field.sub=value'")
+            raise ConfigError(f"--overrides {item}", key or "<field>", "an override must look like field.sub=value")
         node = data
         parts = key.split(".")
         for p in parts[:-1]:
@@ -107,7 +153,7 @@ def _apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
             if child is None:
                 child = node[p] = {}
             if not isinstance(child, dict):
-                raise ConfigError(source, key, f"'{p}' is not a mapping")
+                raise ConfigError(f"--overrides {item}", key, f"'{p}' is not a mapping")
             node = child
         try:
             node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""

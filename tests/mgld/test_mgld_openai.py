@@ -135,7 +135,7 @@ def test_health_check_and_fatal_errors_stop_the_run(tmp_path, fake_openai):
 def test_verb_reports_fatal_stop_with_status_2(tmp_path, fake_openai, capsys):
     w = make_world(tmp_path, n=2)
     cfg_path = write_config(tmp_path / "m.yaml", _openai_config(w, fake_openai, tmp_path / "out"))
-    assert main(["mgld", "stage2", str(cfg_path), "annotator.model=nope"]) == 2
+    assert main(["mgld", "stage2", str(cfg_path), "--overrides", "annotator.model=nope"]) == 2
     assert "stopped: " in capsys.readouterr().out
     fake_openai.script[w["landmarks"][0]["name"]] += ["500"] * 3
     assert main(["mgld", "stage2", str(cfg_path), "--strict"]) == 1

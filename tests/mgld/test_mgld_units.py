@@ -170,7 +170,7 @@ def test_validate_verb_exit_status_and_summary(tmp_path, capsys):
     assert main(["mgld", "validate", str(tmp_path / "broken.json")]) == 1
     assert "broken.json: line 2: invalid JSON" in capsys.readouterr().out
     missing = Path(tmp_path / "nope.json")
-    assert main(["mgld", "validate", str(missing), "--image-root", str(tmp_path)]) == 1
+    assert main(["mgld", "validate", str(missing), "--image_root", str(tmp_path)]) == 1
 
 
 @pytest.mark.parametrize("name", ["synth", "paper"])

@@ -255,7 +255,7 @@ def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx:
     # Without an accelerator the processes of `accelerate launch` / torchrun coordinate over gloo on CPU.
     state = PartialState(cpu=not torch.accelerator.is_available())
     if not 0 <= chunk_idx < num_chunks:
-        raise ValueError(f"--chunk-idx {chunk_idx} is outside 0..{num_chunks - 1}")
+        raise ValueError(f"--chunk_idx {chunk_idx} is outside 0..{num_chunks - 1}")
     total = num_chunks * state.num_processes
     share = chunk_idx * state.num_processes + state.process_index
     records = load_test_records(cfg.test_json)
