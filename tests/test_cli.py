@@ -152,7 +152,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, run_eeca):
 
 
 def test_an_override_typo_blames_the_override_not_the_file(run_eeca, tmp_path):
-    recipe = ROOT / "configs" / "synth" / "stage1.yaml"
+    recipe = ROOT / "src" / "eeca" / "configs" / "synth" / "stage1.yaml"
     proc = run_eeca("train", recipe, "--overrides", "optim.max_stepz=2", check=False)
     assert proc.returncode == 2
     assert "--overrides optim.max_stepz=2: field 'optim.max_stepz': unknown field" in proc.stderr
@@ -160,7 +160,7 @@ def test_an_override_typo_blames_the_override_not_the_file(run_eeca, tmp_path):
 
 
 def test_print_config_shows_the_resolved_config_and_runs_nothing(run_eeca, tmp_path):
-    recipe = ROOT / "configs" / "synth" / "stage1.yaml"
+    recipe = ROOT / "src" / "eeca" / "configs" / "synth" / "stage1.yaml"
     proc = run_eeca("train", recipe, "--overrides", "optim.max_steps=7", f"output_dir={tmp_path / 'run'}",
                     "--print_config")
     head, _, body = proc.stdout.partition("# TrainConfig from ")

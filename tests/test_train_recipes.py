@@ -20,7 +20,7 @@ from eeca.train.recipes import TrainConfig, latest_checkpoint, parameter_groups,
 from train_helpers import save_clip_and_llm, save_tiny_eeca, stage3_config, write_llava_json
 
 ROOT = Path(__file__).resolve().parents[1]
-YAMLS = sorted((ROOT / "configs").glob("*/stage*.yaml"))
+YAMLS = sorted((ROOT / "src" / "eeca" / "configs").glob("*/stage*.yaml"))
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -32,7 +32,7 @@ def test_recipe_yamls_train_the_stage_they_are_named_after(path):
 
 
 def test_paper_recipes_carry_table5():
-    s1, s2, s3 = (load_config(TrainConfig, ROOT / f"configs/paper/stage{k}.yaml") for k in (1, 2, 3))
+    s1, s2, s3 = (load_config(TrainConfig, ROOT / f"src/eeca/configs/paper/stage{k}.yaml") for k in (1, 2, 3))
     assert [8 * c.optim.per_device_train_batch_size * c.optim.gradient_accumulation_steps
             for c in (s1, s2, s3)] == [256, 128, 128]  # global batch on 8 GPUs
     assert [c.optim.learning_rate for c in (s1, s2, s3)] == [2e-3, 2e-5, 2e-5]

@@ -37,6 +37,8 @@ from eeca import __version__
 # verb -> "module:function", in pipeline order (the order of `eeca --help`). Multi-word verbs
 # ("gldv2 ingest") are groups of subcommands.
 COMMANDS: dict[str, str] = {
+    "config list": "eeca.config:config_list_command",
+    "config copy": "eeca.config:config_copy_command",
     "gldv2 download": "eeca.gldv2.download:download_command",
     "gldv2 ingest": "eeca.gldv2.ingest:ingest_command",
     "synth world": "eeca.synth.world:world_command",

@@ -12,6 +12,9 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
   plain ``ValueError``, reported against the one field its message mentions, else the whole
   dataclass.
 * Every error is a :class:`ConfigError` naming the file and the dotted field.
+* A config argument is a path or the name of a recipe shipped in the package (``eeca/configs``):
+  ``synth/world``, ``synth/world.yaml`` or ``configs/synth/world.yaml`` (:func:`config_path`), so
+  every verb runs from any directory; ``eeca config list`` / ``eeca config copy`` hand them out.
 * Command-line overrides ``a.b=value`` are parsed as YAML scalars and applied before validation; an
   error in a field an override set names the override, not the file.
 * Under :func:`print_only` (``eeca VERB --print_config``) the first configuration loaded is printed
@@ -23,7 +26,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import dataclasses
+import importlib.resources
 import re
+import shutil
 import types
 import typing
 from pathlib import Path
@@ -82,8 +87,65 @@ def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = No
     return cfg
 
 
+def packaged_configs() -> Path:
+    """The folder of the recipes shipped with the package."""
+    return Path(str(importlib.resources.files("eeca") / "configs"))
+
+
+def config_path(name: str | Path) -> Path:
+    """``name`` when that path exists, else the packaged recipe it names (``synth/world``,
+    ``synth/world.yaml`` or ``configs/synth/world.yaml``), else ``name`` unchanged."""
+    path = Path(name)
+    if path.exists() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    if parts:
+        found = packaged_configs().joinpath(*parts)
+        for candidate in (found, found.with_name(found.name + ".yaml")):
+            if candidate.exists():
+                return candidate
+    return path
+
+
+def config_list_command() -> int:
+    """List the recipes shipped with eeca: names any config argument takes, and `eeca config copy` copies.
+
+    Each line is the name and the command the file opens with.
+    """
+    root = packaged_configs()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".yaml", ".json"):
+            first = path.read_text(encoding="utf-8").splitlines()[0]
+            print(f"{path.relative_to(root).as_posix():<24} {first.lstrip('# ') if first.startswith('#') else ''}")
+    return 0
+
+
+def config_copy_command(name: str, out: Path) -> int:
+    """Copy a shipped recipe, or a folder of them, into a folder of yours to edit.
+
+    Args:
+        name: a name from `eeca config list` (synth/stage3, paper/judge.yaml) or a folder (synth, paper).
+        out: folder to copy into (created); an existing file there is never overwritten.
+    """
+    source = config_path(name)
+    root = packaged_configs()
+    if not source.exists() or root not in source.resolve().parents:
+        raise InputError(f"{name}: no such packaged config (eeca config list shows them)")
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    out = Path(out)
+    targets = [out / p.relative_to(source.parent) for p in files]
+    clash = [t for t in targets if t.exists()]
+    if clash:
+        raise InputError(f"{clash[0]}: exists; not overwritten (remove it or copy into another folder)")
+    for src, dst in zip(files, targets, strict=True):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    print(f"config copy: {len(files)} file(s) -> {out / source.name}")
+    return 0
+
+
 def _load_config(cls: type[T], path: str | Path, overrides: list[str] | None) -> T:
-    path = Path(path)
+    path = config_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:

@@ -178,7 +178,7 @@ def test_shipped_configs_annotate_as_their_scale_needs(name):
     from eeca.config import load_config
     from eeca.mgld.stages import MgldConfig
 
-    path = Path(__file__).resolve().parents[2] / "configs" / name / "mgld.yaml"
+    path = Path(__file__).resolve().parents[2] / "src" / "eeca" / "configs" / name / "mgld.yaml"
     cfg = load_config(MgldConfig, path)
     assert cfg.annotator.backend == {"synth": "template", "paper": "openai"}[name]
     if name == "paper":

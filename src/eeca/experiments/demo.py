@@ -138,7 +138,8 @@ def demo_command(out: Path = Path("runs/demo"), configs: Path = Path("configs/sy
 
     Args:
         out: run folder; every step writes below it and is skipped when already finished.
-        configs: folder of the synthetic recipes (world, score, mgld, stage1-3, generate, judge, demo).
+        configs: folder of the synthetic recipes (world, score, mgld, stage1-3, generate, judge, demo);
+            a path or a shipped folder name (configs/synth, synth).
         seed: world seed (also the selection and training seed).
         landmarks: number of landmarks of the world (default: the world recipe's).
     """

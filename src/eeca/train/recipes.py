@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eeca.config import dump_config, load_config
+from eeca.config import config_path, dump_config, load_config
 from eeca.io import atomic_write
 from eeca.train.data import (
     DataConfig,
@@ -277,7 +277,7 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         gradient_accumulation_steps=o.gradient_accumulation_steps, learning_rate=o.learning_rate,
         lr_scheduler_type=o.lr_scheduler_type, warmup_steps=o.warmup_ratio, weight_decay=o.weight_decay,
         optim=o.optim, max_grad_norm=o.max_grad_norm, num_train_epochs=o.num_train_epochs, max_steps=o.max_steps,
-        bf16=o.bf16, deepspeed=str(o.deepspeed) if o.deepspeed else None,
+        bf16=o.bf16, deepspeed=str(config_path(o.deepspeed)) if o.deepspeed else None,
         activation_checkpointing=o.gradient_checkpointing, logging_steps=o.logging_steps, save_strategy="steps",
         save_steps=o.save_steps, save_total_limit=o.save_total_limit,
         eval_strategy="steps" if has_eval and o.eval_steps else "no", eval_steps=o.eval_steps, seed=o.seed,
