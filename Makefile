@@ -11,7 +11,7 @@ STAMP := .venv/.installed
 TORCH ?= torch==2.13.0
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 LOW := .venv-low
-LOW_PYTHON ?= python3.10
+LOW_PYTHON ?= python3.11
 TORCH_LOW ?= torch==2.6.0
 
 .PHONY: demo test test-lower test-slow bench lint clean
