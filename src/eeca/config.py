@@ -6,7 +6,8 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
 * ``yaml.safe_load`` only: no tags, no eval, no dotted import strings.
 * Every field is checked against its annotation (``int``, ``float``, ``str``, ``bool``, ``Path``,
   ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and nested
-  dataclasses); unknown and missing keys are errors. A float field also takes exponent notation
+  dataclasses); unknown and missing keys are errors (a field a dataclass renamed, listed in its
+  ``RENAMED_FIELDS`` class variable as old name -> new name, is refused naming the new one). A float field also takes exponent notation
   without a dot (``lr: 2e-3``), which YAML 1.1 would otherwise read as a string.
 * A ``__post_init__`` adds semantic checks by raising :class:`FieldError` (names the field) or a
   plain ``ValueError``, reported against the one field its message mentions, else the whole
@@ -228,6 +229,10 @@ def _build(cls: type, data: dict, source: str, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    renamed = getattr(cls, "RENAMED_FIELDS", {})
+    for old in unknown:
+        if old in renamed:
+            raise ConfigError(source, f"{prefix}{old}", f"renamed: write '{prefix}{renamed[old]}'")
     if unknown:
         name = f"{prefix}{unknown[0]}"
         raise ConfigError(source, name, f"unknown field (known: {', '.join(sorted(fields))})")

@@ -21,7 +21,7 @@ def _openai_config(w, server, out):
     cfg = copy.deepcopy(w["config"])
     cfg["out"] = str(out)
     cfg["annotator"] = {"backend": "openai", "model": server.model, "base_url": server.url + "/",
-                        "api_key_env": "EECA_TEST_OPENAI_KEY", "concurrency": 4, "timeout_s": 0.4,
+                        "api_key_env": "EECA_TEST_OPENAI_KEY", "max_concurrency": 4, "timeout_s": 0.4,
                         "max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "max_reask": 1,
                         "price_input_per_1m": 2.5, "price_output_per_1m": 10.0}
     return cfg

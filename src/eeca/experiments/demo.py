@@ -96,8 +96,8 @@ def build_testbed(out: Path, configs: Path, seed: int, landmarks: int | None, ti
     mcfg = load_config(MgldConfig, configs / "mgld.yaml", [
         f"stage1={mgld / 'stage1.parquet'}", f"landmarks={gl / 'landmarks.parquet'}", f"image_root={world}",
         f"truth={tb.truth}", f"out={mgld}", *mgld_overrides])
-    step("mgld stage2", None, lambda: run_stage2(mcfg))
-    step("mgld stage3", None, lambda: run_stage3(mcfg))
+    step("mgld stage2", None, lambda: print(run_stage2(mcfg)["line"]))
+    step("mgld stage3", None, lambda: print(run_stage3(mcfg)["line"]))
     step("synth pretrain", pretrain / "stage2.json",
          lambda: pretrain_command(world, mgld / "split.parquet", pretrain, seed))
     mgld_ids = {str(r["id"]) for r in read_json(mgld / "train.json") + read_json(mgld / "test.json")}

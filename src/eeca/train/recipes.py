@@ -154,15 +154,23 @@ def model_class(architecture: str):
     return EecaForConditionalGeneration
 
 
+# the modules EECA adds to LLaVA (paper section 4.2): new, by design, when EECA starts from a LLaVA checkpoint
+EECA_NEW_MODULES = ("model.hr_resampler.", "model.hr_projector.", "eac_logit_scale.", "hc_head.")
+
+
 def load_model_and_processor(init: ModelInit, extra: dict[str, Any]):
     """The model to train and its processor; ``extra`` adds config values (e.g. the label vocabulary)."""
-    from transformers import AutoProcessor
+    from transformers import AutoProcessor, PretrainedConfig
+
+    from eeca.logs import from_pretrained
 
     overrides = {**init.config_overrides, **extra}
     if init.checkpoint is not None:
         from eeca.model.processing_eeca import processor_for
 
-        model = model_class(init.architecture).from_pretrained(init.checkpoint, **overrides)
+        source_type = PretrainedConfig.get_config_dict(str(init.checkpoint))[0].get("model_type")
+        expected_new = EECA_NEW_MODULES if init.architecture == "eeca" and source_type == "llava" else ()
+        model = from_pretrained(model_class(init.architecture), init.checkpoint, expected_new, **overrides)
         return model, processor_for(model.config, AutoProcessor.from_pretrained(init.checkpoint))
     from eeca.model.build import build_eeca
 
@@ -282,11 +290,19 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         save_steps=o.save_steps, save_total_limit=o.save_total_limit,
         eval_strategy="steps" if has_eval and o.eval_steps else "no", eval_steps=o.eval_steps, seed=o.seed,
         data_seed=o.seed, dataloader_num_workers=o.dataloader_num_workers, report_to=o.report_to,
+        # pinned memory only helps copies to an accelerator (without one torch warns on every loader)
+        dataloader_pin_memory=not o.use_cpu and _accelerator_available(),
         remove_unused_columns=False,  # pixel_values_hr, entity_ids, hc_labels are not in every signature
         # only the LM labels decide whether a batch has a loss (EECA's forward also takes hc_labels,
         # which stages 1-2 do not have: the Trainer would otherwise skip their eval loss)
         label_names=["labels"],
         save_only_model=False, disable_tqdm=False, use_cpu=o.use_cpu)
+
+
+def _accelerator_available() -> bool:
+    import torch
+
+    return torch.accelerator.is_available()
 
 
 def run(cfg: TrainConfig, callbacks: Sequence[Any] = ()) -> dict[str, Any]:
