@@ -14,7 +14,7 @@ import yaml
 from safetensors.torch import load_file
 
 from cli_env import eeca_env
-from eeca.config import ConfigError, from_dict, load_config
+from eeca.config import ConfigError, config_path, from_dict, load_config
 from eeca.model.tiny import tiny_eeca
 from eeca.train.recipes import TrainConfig, latest_checkpoint, parameter_groups, run, set_trainable
 from train_helpers import save_clip_and_llm, save_tiny_eeca, stage3_config, write_llava_json
@@ -28,7 +28,7 @@ def test_recipe_yamls_train_the_stage_they_are_named_after(path):
     cfg = load_config(TrainConfig, path)
     assert cfg.stage == int(path.stem[-1])
     if cfg.optim.deepspeed is not None:
-        assert json.loads((ROOT / cfg.optim.deepspeed).read_text())["zero_optimization"]["stage"] == 2
+        assert json.loads(config_path(cfg.optim.deepspeed).read_text())["zero_optimization"]["stage"] == 2
 
 
 def test_paper_recipes_carry_table5():
