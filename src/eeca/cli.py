@@ -95,7 +95,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from eeca.config import ConfigPrinted, print_only
     from eeca.io import InputError  # imported here: `eeca --help` must not load pyarrow
-
     from eeca.logs import quiet_expected_warnings
 
     quiet_expected_warnings()  # before the verb's module imports DeepSpeed and transformers
