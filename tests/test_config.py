@@ -1,6 +1,7 @@
 """eeca.config: typed YAML configs; every error names the file and the dotted field."""
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -95,8 +96,20 @@ def test_every_error_names_file_and_field(tmp_path, text, overrides, field, mess
     with pytest.raises(ConfigError) as info:
         load_config(Run, p, overrides)
     assert info.value.field == field
-    assert str(info.value).startswith(f"{p}: field '{field}': ")
+    # an error in what an override set blames the override, not the file
+    source = f"--overrides {overrides[0]}" if overrides else p
+    assert str(info.value).startswith(f"{source}: field '{field}': ")
     assert message in str(info.value)
+
+
+def test_an_override_error_blames_the_override_and_a_file_error_the_file(tmp_path):
+    p = _yaml(tmp_path, "steps: 1\noptim: {lr: fast}\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(p))}: field 'optim.lr'"):
+        load_config(Run, p, ["steps=2"])
+    with pytest.raises(ConfigError, match=r"^--overrides optim: field 'optim': an override must look like"):
+        load_config(Run, p, ["optim"])
+    with pytest.raises(ConfigError, match=r"^--overrides optim.lrr=1: field 'optim.lrr': unknown field"):
+        load_config(Run, _yaml(tmp_path, "steps: 1\n"), ["optim.lrr=1"])
 
 
 def test_missing_file_is_a_config_error(tmp_path):
@@ -114,3 +127,20 @@ def test_config_is_frozen(tmp_path):
     cfg = load_config(Run, _yaml(tmp_path, "steps: 2\n"))
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.steps = 3
+
+
+def test_a_renamed_field_is_refused_naming_the_new_one(tmp_path):
+    from eeca.evaluate.judge import JudgeConfig
+    from eeca.mgld.stages import MgldConfig
+
+    judge = tmp_path / "judge.yaml"
+    judge.write_text("generations: g.jsonl\ntest_json: t.json\nstructured: none\n")
+    with pytest.raises(ConfigError, match=r"judge.yaml: field 'structured': renamed: write 'response_format'"):
+        load_config(JudgeConfig, judge)
+    for old, new in [("price_input_per_mtok=1", "price_input_per_1m"), ("concurrency=2", "max_concurrency")]:
+        with pytest.raises(ConfigError, match=rf"--overrides {old}: field '{old.split('=')[0]}': renamed: write '{new}'"):
+            load_config(JudgeConfig, judge, [old])
+    mgld = tmp_path / "mgld.yaml"
+    mgld.write_text((Path(__file__).resolve().parents[1] / "src/eeca/configs/synth/mgld.yaml").read_text())
+    with pytest.raises(ConfigError, match=r"field 'annotator.concurrency': renamed: write 'annotator.max_concurrency'"):
+        load_config(MgldConfig, mgld, ["annotator.concurrency=4"])

@@ -134,7 +134,7 @@ def test_a_rejected_key_stops_the_run_instead_of_failing_every_question(tmp_path
 
 def test_without_structured_output_the_reply_is_parsed_strictly(tmp_path):
     with JudgeServer() as server:
-        cfg = llm_cfg(tmp_path, server.url, structured="none")
+        cfg = llm_cfg(tmp_path, server.url, response_format="none")
         run_judge(cfg, tmp_path / "out")
         assert "response_format" not in server.bodies[0]
     assert parse_verdict('```json\n{"level": "Weakly Unknown", "explanation": "x"}\n```') == ("weakly_unknown", "x")

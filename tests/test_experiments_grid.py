@@ -52,7 +52,7 @@ def test_experiment_grids_load_and_name_their_command(name):
     from eeca.config import load_config
     from eeca.experiments.runner import ExperimentConfig
 
-    path = Path(__file__).parents[1] / "configs" / f"{name}.yaml"
+    path = Path(__file__).parents[1] / "src" / "eeca" / "configs" / f"{name}.yaml"
     assert path.read_text().startswith(f"# eeca experiment configs/{name}.yaml")
     cfg = load_config(ExperimentConfig, path)
     cells = expand(cfg.grid, cfg.table, cfg.hc_weight, cfg.eac_weight, cfg.seed)

@@ -16,7 +16,7 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src" / "eeca"
 
 LAYERS: dict[str, int] = {
-    "eeca": 0, "config": 0, "io": 0, "llm_client": 0, "stats": 0, "images": 0,
+    "eeca": 0, "config": 0, "io": 0, "llm_client": 0, "stats": 0, "images": 0, "logs": 0,
     "gldv2": 1, "synth": 1, "knowledge": 1, "mgld": 1, "model": 1,
     "train": 2, "evaluate": 2,
     "experiments": 3,

@@ -74,7 +74,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_paper_config_summary_on_meta_device(run_eeca):
-    result = run_eeca("model", "summary", str(REPO / "configs/paper/model.yaml"))
+    result = run_eeca("model", "summary", str(REPO / "src/eeca/configs/paper/model.yaml"))
     assert result.returncode == 0, result.stderr
     last = result.stdout.strip().splitlines()[-1]
     assert "2880 HR features -> 128 HR tokens + 576 LR tokens = 704 visual tokens per image" in last
@@ -83,14 +83,14 @@ def test_paper_config_summary_on_meta_device(run_eeca):
 def test_synth_config_points_at_checkpoints_and_rejects_bad_fields(tmp_path):
     save_parts(tmp_path)
     overrides = [f"vision={tmp_path / 'clip'}", f"llm={tmp_path / 'llm'}"]
-    cfg = load_config(ModelConfig, REPO / "configs/synth/model.yaml", overrides)
+    cfg = load_config(ModelConfig, REPO / "src/eeca/configs/synth/model.yaml", overrides)
     tokens = model_summary(eeca_config_for(cfg))["tokens"]
     assert tokens == {"lr_tokens": 4, "hr_features": 5 * 4, "hr_tokens": 16, "visual_tokens_per_image": 20,
                       "hr_image_size": 64}
     with pytest.raises(ConfigError, match="eac_negatives"):
-        load_config(ModelConfig, REPO / "configs/synth/model.yaml", ["eeca.eac_negatives=all"])
+        load_config(ModelConfig, REPO / "src/eeca/configs/synth/model.yaml", ["eeca.eac_negatives=all"])
     with pytest.raises(ConfigError, match="unknown EECA field"):
-        load_config(ModelConfig, REPO / "configs/synth/model.yaml", ["eeca.num_latents=3"])
+        load_config(ModelConfig, REPO / "src/eeca/configs/synth/model.yaml", ["eeca.num_latents=3"])
 
 
 def test_pad_equal_to_eos_is_replaced_by_a_distinct_pad():

@@ -175,5 +175,5 @@ def test_cli_and_bad_config(run_eeca, tmp_path):
 
 
 def test_shipped_config_matches_defaults():
-    cfg = load_config(SynthConfig, ROOT / "configs" / "synth" / "world.yaml")
+    cfg = load_config(SynthConfig, ROOT / "src" / "eeca" / "configs" / "synth" / "world.yaml")
     assert cfg == SynthConfig()

@@ -14,13 +14,13 @@ import yaml
 from safetensors.torch import load_file
 
 from cli_env import eeca_env
-from eeca.config import ConfigError, from_dict, load_config
+from eeca.config import ConfigError, config_path, from_dict, load_config
 from eeca.model.tiny import tiny_eeca
 from eeca.train.recipes import TrainConfig, latest_checkpoint, parameter_groups, run, set_trainable
 from train_helpers import save_clip_and_llm, save_tiny_eeca, stage3_config, write_llava_json
 
 ROOT = Path(__file__).resolve().parents[1]
-YAMLS = sorted((ROOT / "configs").glob("*/stage*.yaml"))
+YAMLS = sorted((ROOT / "src" / "eeca" / "configs").glob("*/stage*.yaml"))
 
 
 @pytest.mark.parametrize("path", YAMLS, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -28,11 +28,11 @@ def test_recipe_yamls_train_the_stage_they_are_named_after(path):
     cfg = load_config(TrainConfig, path)
     assert cfg.stage == int(path.stem[-1])
     if cfg.optim.deepspeed is not None:
-        assert json.loads((ROOT / cfg.optim.deepspeed).read_text())["zero_optimization"]["stage"] == 2
+        assert json.loads(config_path(cfg.optim.deepspeed).read_text())["zero_optimization"]["stage"] == 2
 
 
 def test_paper_recipes_carry_table5():
-    s1, s2, s3 = (load_config(TrainConfig, ROOT / f"configs/paper/stage{k}.yaml") for k in (1, 2, 3))
+    s1, s2, s3 = (load_config(TrainConfig, ROOT / f"src/eeca/configs/paper/stage{k}.yaml") for k in (1, 2, 3))
     assert [8 * c.optim.per_device_train_batch_size * c.optim.gradient_accumulation_steps
             for c in (s1, s2, s3)] == [256, 128, 128]  # global batch on 8 GPUs
     assert [c.optim.learning_rate for c in (s1, s2, s3)] == [2e-3, 2e-5, 2e-5]
@@ -72,7 +72,8 @@ def test_eeca_train_stage3_writes_model_config_and_curves(tmp_path, run_eeca):
     cfg = stage3_config(tmp_path, ckpt, data, max_steps=2, eval_steps=2)
     (tmp_path / "stage3.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "run"
-    proc = run_eeca("train", tmp_path / "stage3.yaml", f"output_dir={out}", "data.entity_prompt=train_and_infer")
+    proc = run_eeca("train", tmp_path / "stage3.yaml", "--overrides", f"output_dir={out}",
+                    "data.entity_prompt=train_and_infer")
     assert "trained stage 3: 2 steps" in proc.stdout.strip().splitlines()[-1]
     config = json.loads((out / "config.json").read_text())
     assert config["hierarchical_labels"] == ["bridge", "church", "tower"]

@@ -219,7 +219,7 @@ def shm_workers(wanted: int, batch_bytes: float) -> int:
 
 def score_settings() -> dict:
     """Batch, decode workers and similarity blocks of ``configs/paper/score.yaml`` (what ``eeca score`` runs)."""
-    cfg = load_config(ScoreConfig, REPO / "configs/paper/score.yaml")
+    cfg = load_config(ScoreConfig, REPO / "src/eeca/configs/paper/score.yaml")
     # eeca.knowledge.rank's rule for name_block_size None: the widest block whose float32 result fits 256 MiB
     name_block = cfg.name_block_size or (256 * 2**20 // 4) // cfg.block_size
     return {"encode_batch": cfg.image_batch_size, "workers": min(cfg.num_workers, os.cpu_count() or 1),
@@ -417,7 +417,7 @@ def train_once(env: Env, llm: str, lora: bool, batch: int) -> dict:
         torch.cuda.reset_peak_memory_stats()  # this attempt's peak, not an earlier out-of-memory one's
     work = Path(tempfile.mkdtemp(dir=env.tmp))
     data = training_records(env, work, batch * steps)
-    cfg = load_config(TrainConfig, REPO / "configs/paper/stage3.yaml", [
+    cfg = load_config(TrainConfig, REPO / "src/eeca/configs/paper/stage3.yaml", [
         f"output_dir={work / 'out'}", f"data.path={data}", f"data.image_root={env.images[0].parent}",
         "data.eval_path=null", "data.chat_template=tokenizer", f"lora.enabled={str(lora).lower()}",
         "optim.deepspeed=null", f"optim.max_steps={steps}", f"optim.per_device_train_batch_size={batch}",

@@ -7,7 +7,8 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
   mapping is an error naming both lines (YAML itself would silently keep the last one).
 * Every field is checked against its annotation (``int``, ``float``, ``str``, ``bool``, ``Path``,
   ``Literal[...]``, ``X | None``, ``list[X]``, ``tuple[X, ...]``, ``dict[str, X]`` and nested
-  dataclasses); unknown and missing keys are errors. A float field also takes exponent notation
+  dataclasses); unknown and missing keys are errors (a field a dataclass renamed, listed in its
+  ``RENAMED_FIELDS`` class variable as old name -> new name, is refused naming the new one). A float field also takes exponent notation
   without a dot (``lr: 2e-3``), which YAML 1.1 would otherwise read as a string.
 * A ``__post_init__`` adds semantic checks by raising :class:`FieldError` (names the field) or a
   plain ``ValueError``, reported against the one field its message mentions, else the whole
@@ -16,13 +17,23 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
 * Fields annotated :data:`InputPath` name files or folders a run reads; :func:`check_inputs`, called
   by a verb before it starts, refuses any that does not exist (configs are also built for files a
   pipeline writes later, so loading alone does not check).
-* Command-line overrides ``a.b=value`` are parsed as YAML scalars and applied before validation.
+* A config argument is a path or the name of a recipe shipped in the package (``eeca/configs``):
+  ``synth/world``, ``synth/world.yaml`` or ``configs/synth/world.yaml`` (:func:`config_path`), so
+  every verb runs from any directory; ``eeca config list`` / ``eeca config copy`` hand them out.
+* Command-line overrides ``a.b=value`` are parsed as YAML scalars and applied before validation; an
+  error in a field an override set names the override, not the file.
+* Under :func:`print_only` (``eeca VERB --print_config``) the first configuration loaded is printed
+  as resolved and :class:`ConfigPrinted` stops the verb.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
+import importlib.resources
 import re
+import shutil
 import types
 import typing
 from pathlib import Path
@@ -57,9 +68,92 @@ class FieldError(ValueError):
         super().__init__(message)
 
 
+class ConfigPrinted(Exception):
+    """Raised by :func:`load_config` under :func:`print_only` once the configuration is printed."""
+
+
+_PRINT_ONLY = contextvars.ContextVar("eeca_print_only", default=False)
+
+
+@contextlib.contextmanager
+def print_only():
+    """Within this block :func:`load_config` prints the resolved configuration and raises ConfigPrinted."""
+    token = _PRINT_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _PRINT_ONLY.reset(token)
+
+
 def load_config(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
     """Load ``path`` (YAML mapping) into the dataclass ``cls``, applying ``overrides``."""
-    path = Path(path)
+    cfg = _load_config(cls, path, overrides)
+    if _PRINT_ONLY.get():
+        shown = f" with --overrides {' '.join(overrides)}" if overrides else ""
+        print(f"# {cls.__name__} from {path}{shown}\n{dump_config(cfg)}", end="")
+        raise ConfigPrinted(str(path))
+    return cfg
+
+
+def packaged_configs() -> Path:
+    """The folder of the recipes shipped with the package."""
+    return Path(str(importlib.resources.files("eeca") / "configs"))
+
+
+def config_path(name: str | Path) -> Path:
+    """``name`` when that path exists, else the packaged recipe it names (``synth/world``,
+    ``synth/world.yaml`` or ``configs/synth/world.yaml``), else ``name`` unchanged."""
+    path = Path(name)
+    if path.exists() or path.is_absolute():
+        return path
+    parts = path.parts[1:] if path.parts[:1] == ("configs",) else path.parts
+    if parts:
+        found = packaged_configs().joinpath(*parts)
+        for candidate in (found, found.with_name(found.name + ".yaml")):
+            if candidate.exists():
+                return candidate
+    return path
+
+
+def config_list_command() -> int:
+    """List the recipes shipped with eeca: names any config argument takes, and `eeca config copy` copies.
+
+    Each line is the name and the command the file opens with.
+    """
+    root = packaged_configs()
+    for path in sorted(root.rglob("*")):
+        if path.suffix in (".yaml", ".json"):
+            first = path.read_text(encoding="utf-8").splitlines()[0]
+            print(f"{path.relative_to(root).as_posix():<24} {first.lstrip('# ') if first.startswith('#') else ''}")
+    return 0
+
+
+def config_copy_command(name: str, out: Path) -> int:
+    """Copy a shipped recipe, or a folder of them, into a folder of yours to edit.
+
+    Args:
+        name: a name from `eeca config list` (synth/stage3, paper/judge.yaml) or a folder (synth, paper).
+        out: folder to copy into (created); an existing file there is never overwritten.
+    """
+    source = config_path(name)
+    root = packaged_configs()
+    if not source.exists() or root not in source.resolve().parents:
+        raise InputError(f"{name}: no such packaged config (eeca config list shows them)")
+    files = sorted(p for p in source.rglob("*") if p.is_file()) if source.is_dir() else [source]
+    out = Path(out)
+    targets = [out / p.relative_to(source.parent) for p in files]
+    clash = [t for t in targets if t.exists()]
+    if clash:
+        raise InputError(f"{clash[0]}: exists; not overwritten (remove it or copy into another folder)")
+    for src, dst in zip(files, targets, strict=True):
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(src, dst)
+    print(f"config copy: {len(files)} file(s) -> {out / source.name}")
+    return 0
+
+
+def _load_config(cls: type[T], path: str | Path, overrides: list[str] | None) -> T:
+    path = config_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
@@ -111,7 +205,22 @@ def from_dict(cls: type[T], data: Any, source: str = "<dict>", overrides: list[s
     if not isinstance(data, dict):
         raise ConfigError(source, "<root>", f"expected a mapping, got {type(data).__name__}")
     data = _apply_overrides(dict(data), overrides or [], source)
-    return _build(cls, data, source, "")
+    try:
+        return _build(cls, data, source, "")
+    except ConfigError as e:
+        item = _override_of(e.field, overrides or [])
+        if item is None:
+            raise
+        raise ConfigError(f"--overrides {item}", e.field, str(e).split(f"field '{e.field}': ", 1)[1]) from None
+
+
+def _override_of(field: str, overrides: list[str]) -> str | None:
+    """The override that set ``field`` (or a field inside it, or the mapping holding it), if any."""
+    for item in reversed(overrides):
+        key = item.partition("=")[0]
+        if key == field or key.startswith(field + ".") or field.startswith((key + ".", key + "[")):
+            return item
+    return None
 
 
 def to_dict(cfg: Any) -> dict:
@@ -139,7 +248,7 @@ def _apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise ConfigError(source, item, "an override must look like 'field.sub=value'")
+            raise ConfigError(f"--overrides {item}", key or "<field>", "an override must look like field.sub=value")
         node = data
         parts = key.split(".")
         for p in parts[:-1]:
@@ -147,7 +256,7 @@ def _apply_overrides(data: dict, overrides: list[str], source: str) -> dict:
             if child is None:
                 child = node[p] = {}
             if not isinstance(child, dict):
-                raise ConfigError(source, key, f"'{p}' is not a mapping")
+                raise ConfigError(f"--overrides {item}", key, f"'{p}' is not a mapping")
             node = child
         try:
             node[parts[-1]] = yaml.safe_load(raw) if raw != "" else ""
@@ -160,6 +269,10 @@ def _build(cls: type, data: dict, source: str, prefix: str) -> Any:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
+    renamed = getattr(cls, "RENAMED_FIELDS", {})
+    for old in unknown:
+        if old in renamed:
+            raise ConfigError(source, f"{prefix}{old}", f"renamed: write '{prefix}{renamed[old]}'")
     if unknown:
         name = f"{prefix}{unknown[0]}"
         raise ConfigError(source, name, f"unknown field (known: {', '.join(sorted(fields))})")

@@ -21,7 +21,7 @@ def _openai_config(w, server, out):
     cfg = copy.deepcopy(w["config"])
     cfg["out"] = str(out)
     cfg["annotator"] = {"backend": "openai", "model": server.model, "base_url": server.url + "/",
-                        "api_key_env": "EECA_TEST_OPENAI_KEY", "concurrency": 4, "timeout_s": 0.4,
+                        "api_key_env": "EECA_TEST_OPENAI_KEY", "max_concurrency": 4, "timeout_s": 0.4,
                         "max_retries": 2, "backoff_base_s": 0.01, "backoff_max_s": 0.05, "max_reask": 1,
                         "price_input_per_1m": 2.5, "price_output_per_1m": 10.0}
     return cfg
@@ -135,7 +135,7 @@ def test_health_check_and_fatal_errors_stop_the_run(tmp_path, fake_openai):
 def test_verb_reports_fatal_stop_with_status_2(tmp_path, fake_openai, capsys):
     w = make_world(tmp_path, n=2)
     cfg_path = write_config(tmp_path / "m.yaml", _openai_config(w, fake_openai, tmp_path / "out"))
-    assert main(["mgld", "stage2", str(cfg_path), "annotator.model=nope"]) == 2
+    assert main(["mgld", "stage2", str(cfg_path), "--overrides", "annotator.model=nope"]) == 2
     assert "stopped: " in capsys.readouterr().out
     fake_openai.script[w["landmarks"][0]["name"]] += ["500"] * 3
     assert main(["mgld", "stage2", str(cfg_path), "--strict"]) == 1

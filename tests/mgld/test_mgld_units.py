@@ -170,7 +170,7 @@ def test_validate_verb_exit_status_and_summary(tmp_path, capsys):
     assert main(["mgld", "validate", str(tmp_path / "broken.json")]) == 1
     assert "broken.json: line 2: invalid JSON" in capsys.readouterr().out
     missing = Path(tmp_path / "nope.json")
-    assert main(["mgld", "validate", str(missing), "--image-root", str(tmp_path)]) == 1
+    assert main(["mgld", "validate", str(missing), "--image_root", str(tmp_path)]) == 1
 
 
 @pytest.mark.parametrize("name", ["synth", "paper"])
@@ -178,7 +178,7 @@ def test_shipped_configs_annotate_as_their_scale_needs(name):
     from eeca.config import load_config
     from eeca.mgld.stages import MgldConfig
 
-    path = Path(__file__).resolve().parents[2] / "configs" / name / "mgld.yaml"
+    path = Path(__file__).resolve().parents[2] / "src" / "eeca" / "configs" / name / "mgld.yaml"
     cfg = load_config(MgldConfig, path)
     assert cfg.annotator.backend == {"synth": "template", "paper": "openai"}[name]
     if name == "paper":

@@ -10,7 +10,7 @@ four levels: Strongly Known, Known, Weakly Unknown, Unknown (App. C.1 also calls
   401/403/404 stop the run, request and token counts). The instructions, level definitions and one worked
   example per level are in ``prompts/judge_v1.txt`` (versioned: a changed prompt is a new cache
   key). Temperature 0. The answer is forced to the four labels with a JSON schema where the server
-  supports structured output (``structured: json_schema``) and parsed strictly otherwise: anything
+  supports structured output (``response_format: json_schema``) and parsed strictly otherwise: anything
   but a JSON object whose ``level`` is one of the four labels is a failure. The client retries
   408/409/429, 5xx, connection errors and timeouts with exponential backoff and jitter
   (``max_retries``, honouring Retry-After). A failure is recorded with status ``failed``: it is counted, never
@@ -47,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from tqdm import tqdm
 
@@ -70,21 +70,25 @@ class JudgeConfig:
     model: str = "gpt-4o-2024-08-06"  # pinned snapshot: a moving alias would change verdicts silently
     base_url: str | None = None  # None = OpenAI; e.g. http://localhost:8000 (vLLM), http://localhost:11434 (Ollama)
     api_key_env: str = "OPENAI_API_KEY"  # the key is read from this variable, never from a file
-    structured: Literal["json_schema", "none"] = "json_schema"
+    response_format: Literal["json_schema", "none"] = "json_schema"
     prompt: str = "judge_v1"  # eeca/evaluate/prompts/<prompt>.txt
     max_concurrency: int = 8
     max_retries: int = 5
     timeout_s: float = 60.0
     max_tokens: int = 300
     cache: Path | None = None  # verdict cache JSONL; None = <out>/verdict_cache.jsonl
-    price_input_per_mtok: float = 2.5  # USD per million tokens, for the cost line of the summary
-    price_output_per_mtok: float = 10.0
+    price_input_per_1m: float = 2.5  # USD per million tokens, for the cost line of the summary
+    price_output_per_1m: float = 10.0
     rule_strong_min: int = 2  # rule judge: named with detail in at least this many answers -> Strongly Known
     rule_category_is_hint: bool = False  # rule judge: does the category word count as an attribute (never a hint alone)
     shuffle_truth: bool = False  # chance control: judge each question against another landmark's ground truth
     shuffle_seed: int = 0  # seed of that derangement
     bootstrap_samples: int = 2000
     seed: int = 0
+    # the names the judge and the MGLD annotator share, as they are now spelt
+    RENAMED_FIELDS: ClassVar[dict[str, str]] = {"structured": "response_format", "concurrency": "max_concurrency",
+                                                "price_input_per_mtok": "price_input_per_1m",
+                                                "price_output_per_mtok": "price_output_per_1m"}
 
     def __post_init__(self):
         if self.max_concurrency < 1 or self.max_retries < 0 or self.timeout_s <= 0 or self.rule_strong_min < 1:
@@ -386,7 +390,7 @@ class LlmJudge:
 
     def __call__(self, responses: list[str], truth: GroundTruth) -> Verdict:
         kwargs: dict[str, Any] = {}
-        if self.cfg.structured == "json_schema":
+        if self.cfg.response_format == "json_schema":
             kwargs["response_format"] = {"type": "json_schema",
                                          "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA}}
         try:
@@ -476,7 +480,7 @@ def run_judge(cfg: JudgeConfig, out: Path) -> dict:
                "shuffle_seed": cfg.shuffle_seed if cfg.shuffle_truth else None,
                **{name: counts[name] for name in ("requests", "retries", "cached", "prompt_tokens", "completion_tokens")},
                "failed": metrics["n_failed"],
-               "cost_usd": round(usage.cost(cfg.price_input_per_mtok, cfg.price_output_per_mtok), 4),
+               "cost_usd": round(usage.cost(cfg.price_input_per_1m, cfg.price_output_per_1m), 4),
                "seconds": round(time.perf_counter() - t0, 2)}
     write_json(out / "judge_summary.json", summary)
     return {"summary": summary, "metrics": metrics}

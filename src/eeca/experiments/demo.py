@@ -96,8 +96,8 @@ def build_testbed(out: Path, configs: Path, seed: int, landmarks: int | None, ti
     mcfg = load_config(MgldConfig, configs / "mgld.yaml", [
         f"stage1={mgld / 'stage1.parquet'}", f"landmarks={gl / 'landmarks.parquet'}", f"image_root={world}",
         f"truth={tb.truth}", f"out={mgld}", *mgld_overrides])
-    step("mgld stage2", None, lambda: run_stage2(mcfg))
-    step("mgld stage3", None, lambda: run_stage3(mcfg))
+    step("mgld stage2", None, lambda: print(run_stage2(mcfg)["line"]))
+    step("mgld stage3", None, lambda: print(run_stage3(mcfg)["line"]))
     step("synth pretrain", pretrain / "stage2.json",
          lambda: pretrain_command(world, mgld / "split.parquet", pretrain, seed))
     mgld_ids = {str(r["id"]) for r in read_json(mgld / "train.json") + read_json(mgld / "test.json")}
@@ -138,7 +138,8 @@ def demo_command(out: Path = Path("runs/demo"), configs: Path = Path("configs/sy
 
     Args:
         out: run folder; every step writes below it and is skipped when already finished.
-        configs: folder of the synthetic recipes (world, score, mgld, stage1-3, generate, judge, demo).
+        configs: folder of the synthetic recipes (world, score, mgld, stage1-3, generate, judge, demo);
+            a path or a shipped folder name (configs/synth, synth).
         seed: world seed (also the selection and training seed).
         landmarks: number of landmarks of the world (default: the world recipe's).
     """

@@ -33,7 +33,7 @@ import pyarrow as pa
 import torch
 from accelerate import PartialState
 
-from eeca.config import InputPath, load_config
+from eeca.config import InputPath, config_path, load_config
 from eeca.evaluate.generate import GenerateConfig, run_generate
 from eeca.evaluate.judge import JudgeConfig, run_judge
 from eeca.evaluate.levels import LEVELS
@@ -82,7 +82,7 @@ def context_hash(cfg: ExperimentConfig) -> str:
     """sha256 over everything besides the switches that decides a cell's result."""
     h = hashlib.sha256()
     for path in (cfg.train_recipe, cfg.generate, cfg.judge, cfg.train_records):
-        h.update(Path(path).read_bytes())
+        h.update(config_path(path).read_bytes())
     h.update(model_fingerprint(Path(cfg.base_model)).encode())
     for part in (cfg.train_overrides, cfg.generate_overrides, cfg.judge_overrides):
         h.update(json.dumps(part).encode())

@@ -2,7 +2,7 @@
 
 GLDv2 ships urls, not images. This verb hands the urls of the images that are not on disk yet to
 img2dataset (the optional ``download`` extra: ``pip install 'eeca[download]'``), which fetches
-them with many threads, a User-Agent that carries ``--user-agent-token``, ``--retries`` extra
+them with many threads, a User-Agent that carries ``--user_agent_token``, ``--retries`` extra
 attempts per url, and the ``X-Robots-Tag`` opt-outs respected. img2dataset writes numbered shards
 (``<shard>/<key>.jpg`` plus a ``<shard>.parquet`` listing every url with its status); each finished
 shard is then moved into the GLDv2 layout under the id it came from. Images are kept as served:

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from eeca.images import DEFAULT_LIMITS, ImageError, ImageLimits, load_image
 from eeca.io import JsonlStore
@@ -47,7 +47,7 @@ class AnnotatorConfig:
     ``model`` is the served model name for ``openai`` and the checkpoint folder for ``hf``.
     Prices are US dollars per million tokens (defaults: GPT-4o list prices; 0 for local servers).
     ``delay_s`` pauses before each request (a throttle for a server that takes less than
-    ``concurrency`` allows; it also makes a run slow enough to interrupt in a test). ``cache`` is
+    ``max_concurrency`` allows; it also makes a run slow enough to interrupt in a test). ``cache`` is
     the reply cache file (default ``<out>/cache.jsonl``); point several runs at one to share it.
     """
 
@@ -56,7 +56,7 @@ class AnnotatorConfig:
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     health_check: bool = True
-    concurrency: int = 8
+    max_concurrency: int = 8
     timeout_s: float = 120.0
     max_retries: int = 6
     backoff_base_s: float = 1.0
@@ -73,9 +73,13 @@ class AnnotatorConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     delay_s: float = 0.0
     cache: Path | None = None
+    # the names the annotator and the judge share, as they are now spelt
+    RENAMED_FIELDS: ClassVar[dict[str, str]] = {"concurrency": "max_concurrency", "structured": "response_format",
+                                                "price_input_per_mtok": "price_input_per_1m",
+                                                "price_output_per_mtok": "price_output_per_1m"}
 
     def __post_init__(self):
-        for name in ("concurrency", "batch_size", "max_tokens"):
+        for name in ("max_concurrency", "batch_size", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
         for name in ("max_retries", "max_reask", "timeout_s", "backoff_base_s", "backoff_max_s", "delay_s",
@@ -213,7 +217,7 @@ def _failed(req: Request, fp: str, reason: str, attempts: int = 0) -> tuple[Resu
 
 
 class OpenAIAnnotator(Annotator):
-    """Chat completions on an OpenAI-compatible server, ``concurrency`` samples in flight."""
+    """Chat completions on an OpenAI-compatible server, ``max_concurrency`` samples in flight."""
 
     def __init__(self, cfg: AnnotatorConfig, cache_path: Path | None = None):
         super().__init__(cfg, cache_path)
@@ -228,8 +232,8 @@ class OpenAIAnnotator(Annotator):
                 "response_format": c.response_format, "image_detail": c.image_detail}
 
     def _run(self, task, requests):
-        window = 4 * self.cfg.concurrency  # bounded look-ahead: memory stays flat at any input size
-        pool = ThreadPoolExecutor(self.cfg.concurrency, thread_name_prefix="annotate")
+        window = 4 * self.cfg.max_concurrency  # bounded look-ahead: memory stays flat at any input size
+        pool = ThreadPoolExecutor(self.cfg.max_concurrency, thread_name_prefix="annotate")
         pending: set = set()
         try:
             for req in requests:

@@ -125,7 +125,7 @@ def stage2_command(config: Path, overrides: list[str], strict: bool = False, dry
 
     Args:
         config: MGLD YAML (configs/synth/mgld.yaml, configs/paper/mgld.yaml).
-        overrides: field=value pairs applied over the YAML (e.g. annotator.concurrency=16).
+        overrides: field=value pairs applied over the YAML (e.g. annotator.max_concurrency=16).
         strict: exit with status 1 when any sample failed (they are listed either way).
         dry_run: print the requests, estimated tokens and cost at the annotator's prices; send nothing.
     """

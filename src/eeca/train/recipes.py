@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eeca.config import FieldError, InputPath, check_inputs, dump_config, load_config
+from eeca.config import FieldError, InputPath, check_inputs, config_path, dump_config, load_config
 from eeca.io import atomic_write, check_checkpoint, readable_like_umask, run_lock
 from eeca.train.data import (
     DataConfig,
@@ -177,15 +177,24 @@ def model_class(architecture: str):
     return EecaForConditionalGeneration
 
 
+# the modules EECA adds to LLaVA (paper section 4.2): new, by design, when EECA starts from a LLaVA checkpoint
+EECA_NEW_MODULES = ("model.hr_resampler.", "model.hr_projector.", "eac_logit_scale.", "hc_head.")
+
+
 def load_model_and_processor(init: ModelInit, extra: dict[str, Any]):
     """The model to train and its processor; ``extra`` adds config values (e.g. the label vocabulary)."""
     from transformers import AutoProcessor
+
+    from eeca.logs import from_pretrained
 
     overrides = {**init.config_overrides, **extra}
     if init.checkpoint is not None:
         from eeca.model.processing_eeca import processor_for
 
-        model = model_class(init.architecture).from_pretrained(init.checkpoint, **overrides)
+        # the modules EECA adds are new by design when the base checkpoint lacks them (LLaVA, or an EECA
+        # base trained with the HR branch off); anything else missing or unexpected is reported
+        expected_new = EECA_NEW_MODULES if init.architecture == "eeca" else ()
+        model = from_pretrained(model_class(init.architecture), init.checkpoint, expected_new, **overrides)
         processor = processor_for(model.config, AutoProcessor.from_pretrained(init.checkpoint))
     else:
         from eeca.model.build import build_eeca
@@ -342,16 +351,24 @@ def training_arguments(cfg: TrainConfig, has_eval: bool):
         gradient_accumulation_steps=o.gradient_accumulation_steps, learning_rate=o.learning_rate,
         lr_scheduler_type=o.lr_scheduler_type, warmup_steps=o.warmup_ratio, weight_decay=o.weight_decay,
         optim=o.optim, max_grad_norm=o.max_grad_norm, num_train_epochs=o.num_train_epochs, max_steps=o.max_steps,
-        bf16=o.bf16, deepspeed=str(o.deepspeed) if o.deepspeed else None,
+        bf16=o.bf16, deepspeed=str(config_path(o.deepspeed)) if o.deepspeed else None,
         activation_checkpointing=o.gradient_checkpointing, logging_steps=o.logging_steps, save_strategy="steps",
         save_steps=o.save_steps, save_total_limit=o.save_total_limit,
         eval_strategy="steps" if has_eval and o.eval_steps else "no", eval_steps=o.eval_steps, seed=o.seed,
         data_seed=o.seed, dataloader_num_workers=o.dataloader_num_workers, report_to=o.report_to,
+        # pinned memory only helps copies to an accelerator (without one torch warns on every loader)
+        dataloader_pin_memory=not o.use_cpu and _accelerator_available(),
         remove_unused_columns=False,  # pixel_values_hr, entity_ids, hc_labels are not in every signature
         # only the LM labels decide whether a batch has a loss (EECA's forward also takes hc_labels,
         # which stages 1-2 do not have: the Trainer would otherwise skip their eval loss)
         label_names=["labels"],
         save_only_model=False, disable_tqdm=False, use_cpu=o.use_cpu)
+
+
+def _accelerator_available() -> bool:
+    import torch
+
+    return torch.accelerator.is_available()
 
 
 def check_models(model: ModelInit) -> None:

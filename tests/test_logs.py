@@ -1,0 +1,56 @@
+"""eeca.logs: expected library warnings are dropped and said so once; a load report is checked, not hidden."""
+
+import logging
+
+import pytest
+
+import eeca.logs as logs
+from train_helpers import save_tiny_llava
+
+
+@pytest.fixture
+def fresh(monkeypatch):
+    monkeypatch.delenv("EECA_VERBOSE", raising=False)
+    monkeypatch.setattr(logs, "_said", set())
+    for name, _ in logs.EXPECTED:
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "filters", [])
+
+
+def test_expected_warnings_are_dropped_and_said_once(fresh, caplog, capsys):
+    logs.quiet_expected_warnings()
+    logs.quiet_expected_warnings()  # idempotent: one filter per message
+    ds = logging.getLogger("DeepSpeed")
+    assert len(ds.filters) == 1
+    with caplog.at_level(logging.WARNING):
+        for _ in range(3):
+            ds.warning("Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it.")
+        ds.warning("a DeepSpeed warning nobody expects")
+    assert [r.getMessage() for r in caplog.records] == ["a DeepSpeed warning nobody expects"]
+    said = capsys.readouterr().err.strip().splitlines()
+    assert len(said) == 1 and "EECA_VERBOSE=1" in said[0]
+
+
+def test_verbose_keeps_everything(fresh, monkeypatch):
+    monkeypatch.setenv("EECA_VERBOSE", "1")
+    logs.quiet_expected_warnings()
+    assert logging.getLogger("DeepSpeed").filters == []
+
+
+def test_llava_into_eeca_is_one_line_and_other_gaps_still_warn(fresh, tmp_path, caplog, capsys):
+    from eeca.model import EecaForConditionalGeneration
+    from eeca.train.recipes import EECA_NEW_MODULES
+
+    ckpt = save_tiny_llava(tmp_path / "llava")
+    capsys.readouterr()
+    with caplog.at_level(logging.WARNING):
+        logs.from_pretrained(EecaForConditionalGeneration, ckpt, EECA_NEW_MODULES)
+    err = capsys.readouterr().err
+    assert not [r for r in caplog.records if "LOAD REPORT" in r.getMessage() or r.name == "eeca"]
+    lines = [ln for ln in err.splitlines() if "are new" in ln]
+    assert len(lines) == 1 and "model.hr_resampler" in lines[0] and "MISSING" not in err
+    # the same load with nothing declared new: every missing tensor is named in one warning
+    with caplog.at_level(logging.WARNING):
+        logs.from_pretrained(EecaForConditionalGeneration, ckpt, ())
+    warned = [r.getMessage() for r in caplog.records if r.name == "eeca"]
+    assert len(warned) == 1 and "missing tensors: " in warned[0] and "model.hr_resampler.latents" in warned[0]
