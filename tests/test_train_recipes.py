@@ -241,7 +241,7 @@ def test_a_resumed_run_with_eval_data_finishes_and_its_summary_covers_every_step
     (tmp_path / "stage3.yaml").write_text(yaml.safe_dump(cfg))
     out = tmp_path / "out"
     assert main(["train", str(tmp_path / "stage3.yaml")]) == 0
-    assert main(["train", str(tmp_path / "stage3.yaml"), "optim.max_steps=4"]) == 0  # resumes from checkpoint-2
+    assert main(["train", str(tmp_path / "stage3.yaml"), "--overrides", "optim.max_steps=4"]) == 0  # resumes from checkpoint-2
     assert "eval loss n/a (resumed) -> " in capsys.readouterr().out
     summary = json.loads((out / "train_summary.json").read_text())
     assert summary["resumed_from"] == str(out / "checkpoint-2") and summary["steps"] == 4

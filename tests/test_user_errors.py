@@ -59,7 +59,7 @@ def test_user_errors_are_one_line_naming_file_and_field_with_status_2(tmp_path, 
         ("optim.max_steps=0", "optim.max_steps"),
     ]
     for override, field in train_cases:
-        assert main(["train", str(recipe), override]) == 2, override
+        assert main(["train", str(recipe), "--overrides", override]) == 2, override
         _one_line(capsys, str(recipe), f"field '{field}'")
 
     model = tmp_path / "model"
@@ -143,7 +143,7 @@ def test_train_generate_and_validate_refuse_the_same_records_and_configs_refuse_
     for override, field in (("optim.num_train_epochs=0", "optim.num_train_epochs"),
                             ("optim.save_steps=0", "optim.save_steps"),
                             ("optim.max_grad_norm=-1.0", "optim.max_grad_norm")):
-        assert main(["train", str(recipe), override]) == 2, override
+        assert main(["train", str(recipe), "--overrides", override]) == 2, override
         _one_line(capsys, f"field '{field}'")
     # a key given twice: YAML would keep the last silently
     twice = tmp_path / "twice.yaml"
