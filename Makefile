@@ -1,5 +1,5 @@
 # `make demo` runs the whole pipeline on the embedded synthetic world; `make test` runs the test suite.
-# Both create .venv and install the project (with the train, annotate and dev extras) when it is missing.
+# Both create .venv and install the project (with the train, annotate, export, fast and dev extras) when it is missing.
 # `make test-lower` runs the suite in .venv-low, at the lowest versions pyproject.toml admits.
 PY := .venv/bin/python
 STAMP := .venv/.installed
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	$(PY) -c 'import torch' 2>/dev/null || { test -n "$(TORCH_INDEX)" && \
 	  $(PY) -m pip install -q --timeout 10 --retries 1 --index-url $(TORCH_INDEX) "$(TORCH)"; } || \
 	  $(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e '.[train,annotate,dev]'
+	$(PY) -m pip install -q -e '.[train,annotate,export,fast,dev]'
 	touch $(STAMP)
 
 # uv's lowest-direct resolution installs the lower bound of every dependency in pyproject.toml;
@@ -34,7 +34,7 @@ $(LOW)/.installed: pyproject.toml $(STAMP)
 	  --index-url $(TORCH_INDEX) "$(TORCH_LOW)"; } || .venv/bin/uv pip install -q --python $(LOW)/bin/python "$(TORCH_LOW)"
 	.venv/bin/uv pip install -q --python $(LOW)/bin/python setuptools wheel
 	.venv/bin/uv pip install -q --python $(LOW)/bin/python --resolution lowest-direct \
-	  --no-build-isolation-package deepspeed -e '.[train,annotate,dev]'
+	  --no-build-isolation-package deepspeed -e '.[train,annotate,export,fast,dev]'
 	touch $@
 
 demo: $(STAMP)

@@ -55,7 +55,7 @@ def _flow(items: list[str]) -> str:
 
 
 def _experiment(name: str) -> list[str]:
-    grid = yaml.safe_load((ROOT / "configs" / "paper" / f"{name}.yaml").read_text())["grid"]
+    grid = yaml.safe_load((ROOT / "src" / "eeca" / "configs" / "paper" / f"{name}.yaml").read_text())["grid"]
     for block in grid:
         block["sizes"] = [GRID_SIZES[n] for n in block["sizes"]]
     return ["--overrides", "grid=" + json.dumps(grid), "lcs_quantile=0.9", f"train_overrides={_flow(_TRAIN)}",
@@ -67,22 +67,23 @@ REBASE: dict[tuple[str, str], list[str]] = {
     ("score", "runs/paper/gldv2/images.parquet"): [
         "--overrides", "model=checkpoints/clip", "image_batch_size=8", "text_batch_size=16", "num_workers=0",
         "dtype=float32", "block_size=64", "shard_size=1000"],
-    ("mgld stage2", "configs/paper/mgld.yaml"): _MGLD,
-    ("mgld stage3", "configs/paper/mgld.yaml"): _MGLD,
+    ("mgld stage2", "configs/paper/mgld.yaml"): ["--overrides", *_MGLD],
+    ("mgld stage3", "configs/paper/mgld.yaml"): ["--overrides", *_MGLD],
     ("train", "configs/paper/stage1.yaml"): [
-        "model.vision_path=checkpoints/clip-tower", "model.llm_path=checkpoints/llm", "data.path=data/llava/stage1.json",
+        "--overrides", "model.vision_path=checkpoints/clip-tower", "model.llm_path=checkpoints/llm", "data.path=data/llava/stage1.json",
         "data.image_root=data/llava", *_TRAIN[:-1]],
     ("train", "configs/paper/stage2.yaml"): [
-        "data.path=data/llava/stage2.json", "data.image_root=data/llava", *_TRAIN[:-1]],
-    ("train", "configs/paper/stage3.yaml"): _TRAIN,
+        "--overrides", "data.path=data/llava/stage2.json", "data.image_root=data/llava", *_TRAIN[:-1]],
+    ("train", "configs/paper/stage3.yaml"): ["--overrides", *_TRAIN],
     ("generate", "configs/paper/generate.yaml"): ["--overrides", *_GENERATE],
     ("judge", "configs/paper/judge.yaml"): ["--overrides", *_JUDGE],
-    **{("experiment", f"configs/paper/{t}.yaml"): _experiment(t) for t in ("table1", "table2", "table3", "table4", "fig5")},
+    **{("experiment", f"configs/paper/{t}.yaml"): _experiment(t) for t in ("table1", "table2", "table3", "table4", "fig5",
+                                                                            "fig7")},
 }
 SIZES = {"50000": "8"}  # eeca select's size argument
 # the commands of the fast chain: everything but stages 1-2 and the grids other than Table 3
 SKIPPED_FAST = ("configs/paper/stage1.yaml", "configs/paper/stage2.yaml", "configs/paper/table1.yaml",
-                "configs/paper/table2.yaml", "configs/paper/table4.yaml", "configs/paper/fig5.yaml")
+                "configs/paper/table2.yaml", "configs/paper/table4.yaml", "configs/paper/fig5.yaml", "configs/paper/fig7.yaml")
 
 
 def page_commands() -> list[list[str]]:
@@ -131,7 +132,7 @@ def build_world(root: Path, with_llava: bool = False) -> None:
         Image.fromarray(pixels).save(gl / "train" / image_id[0] / image_id[1] / image_id[2] / f"{image_id}.jpg")
     (root / "data" / "truth.jsonl").write_text("".join(json.dumps(t) + "\n" for t in truth))
     make_tiny_clip(root / "checkpoints" / "clip")
-    (root / "configs").symlink_to(ROOT / "configs")  # the paper configs, unchanged
+    (root / "configs").symlink_to(ROOT / "src" / "eeca" / "configs")  # the paper configs, unchanged
     if with_llava:
         from train_helpers import save_clip_and_llm, write_llava_json
 
@@ -161,12 +162,12 @@ def run_page(root: Path, monkeypatch, skip: tuple[str, ...] = ()) -> dict[str, f
 def test_every_page_command_has_its_rebase_and_every_paper_config_is_run():
     commands = page_commands()
     used = {a for argv in commands for a in argv if a.startswith("configs/paper/")}
-    ran = {f"configs/paper/{p.name}" for p in (ROOT / "configs" / "paper").glob("*.yaml")} - {"configs/paper/model.yaml"}
+    ran = {f"configs/paper/{p.name}" for p in (ROOT / "src" / "eeca" / "configs" / "paper").glob("*.yaml")} - {"configs/paper/model.yaml"}
     assert used == ran  # model.yaml is `eeca model summary`'s, which reads no run folder
     for argv in commands:
         if any(a.startswith("configs/paper/") for a in argv):
             assert rebased(argv) != argv, argv
-    for path in (ROOT / "configs" / "paper").glob("*.yaml"):  # every output lies in the one run root
+    for path in (ROOT / "src" / "eeca" / "configs" / "paper").glob("*.yaml"):  # every output lies in the one run root
         for key, value in _paths(yaml.safe_load(path.read_text())):
             if key in ("out", "output_dir", "cache"):
                 assert value.startswith("runs/paper/"), (path.name, key, value)
