@@ -119,7 +119,7 @@ def test_choices_are_taken_in_either_case():
     (["r", "--mode", "bogus"], "bogus"),
     (["r", "--size", "many"], "many"),
     (["r", "--sise", "3"], "unknown option '--sise' (did you mean '--size'?)"),
-    (["r", "--print-config"], "did you mean '--print_config'?"),
+    (["r", "--print_confg"], "did you mean '--print_config'?"),
     (["r", "a.b=1"], "'a.b=1': overrides are written --overrides a.b=1"),
 ])
 def test_bad_command_lines_are_usage_errors(argv, message):
@@ -143,7 +143,7 @@ def test_cli_errors_are_one_line_with_status_2(tmp_path, run_eeca):
     cfg.write_text("seeds: [0]\n")
     for argv, message in [
         (["train", "cfg.yaml", "optim.max_steps=2"], "overrides are written --overrides optim.max_steps=2"),
-        (["generate", "c.yaml", "o", "--num-chunks", "2"], "did you mean '--num_chunks'?"),
+        (["generate", "c.yaml", "o", "--num_chunk", "2"], "did you mean '--num_chunks'?"),
         (["train", tmp_path / "none.yaml"], f"{tmp_path / 'none.yaml'}: field '<file>': cannot read"),
     ]:
         proc = run_eeca(*argv, check=False)

@@ -295,7 +295,7 @@ def test_skips_are_retried_and_a_wrong_root_is_an_error(world, tmp_path):
 
     # a hostile image is a skip with its reason; once fixed, the rerun generates it
     root = tmp_path / "images"
-    shutil.copytree(world["images"], root)
+    shutil.copytree(world["images"], root, symlinks=True)
     rel = world["records"][0]["image"]
     good = (root / rel).read_bytes()
     write_png_bomb(root / rel)
@@ -311,7 +311,7 @@ def test_run_check_covers_image_root_and_test_file(world, tmp_path):
     out = tmp_path / "o"
     run_generate(make_cfg(world), out)
     other_root = tmp_path / "images"
-    shutil.copytree(world["images"], other_root)
+    shutil.copytree(world["images"], other_root, symlinks=True)
     with pytest.raises(ValueError, match="image_root"):
         run_generate(make_cfg(world, image_root=str(other_root)), out)
     edited = tmp_path / "t.json"

@@ -381,7 +381,7 @@ def test_dry_run_estimates_the_cost_and_sends_nothing_and_limit_judges_the_first
     )
 
     with JudgeServer() as server:
-        cfg = llm_cfg(tmp_path, server.url, max_tokens=300, price_input_per_mtok=2.5, price_output_per_mtok=10.0)
+        cfg = llm_cfg(tmp_path, server.url, max_tokens=300, price_input_per_1m=2.5, price_output_per_1m=10.0)
         yaml = tmp_path / "judge.yaml"
         yaml.write_text("".join(f"{k}: {v}\n" for k, v in to_dict(cfg).items() if v is not None))
         assert main(["judge", str(yaml), str(tmp_path / "dry"), "--dry-run"]) == 0

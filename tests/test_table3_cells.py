@@ -16,7 +16,7 @@ from eeca.model.tiny import tiny_eeca
 from eeca.train.recipes import HR_PREFIXES, ModelInit, TrainConfig, load_model_and_processor
 from train_helpers import write_llava_json
 
-CONFIGS = Path(__file__).parents[1] / "configs"
+CONFIGS = Path(__file__).parents[1] / "src" / "eeca" / "configs"
 # what a row of Table 3 may switch; a trained row's subset is one switch (the data)
 SWITCHES = ("use_hr_branch", "hc_loss_weight", "eac_loss_weight", "entity_prompt", "entity_prompt_at_inference")
 NEW_WITH_HR = {"hr_resampler", "hr_projector", "eac_logit_scale"}

@@ -226,7 +226,8 @@ def test_a_missing_checkpoint_is_one_line_and_nothing_is_written(tmp_path, capsy
     recipe = stage3_config(tmp_path, tmp_path / "no-stage2", data)
     (tmp_path / "s3.yaml").write_text(yaml.safe_dump(recipe))
     assert main(["train", str(tmp_path / "s3.yaml")]) == 2
-    assert capsys.readouterr().err == f"eeca train: error: model.checkpoint: no model folder {tmp_path / 'no-stage2'}\n"
+    assert capsys.readouterr().err == (f"eeca train: error: {tmp_path / 's3.yaml'}: field 'model.checkpoint': "
+                                       f"no model folder {tmp_path / 'no-stage2'}\n")
     assert not (tmp_path / "out").exists()
 
 

@@ -60,7 +60,8 @@ def test_user_errors_are_one_line_naming_file_and_field_with_status_2(tmp_path, 
     ]
     for override, field in train_cases:
         assert main(["train", str(recipe), "--overrides", override]) == 2, override
-        _one_line(capsys, str(recipe), f"field '{field}'")
+        err = _one_line(capsys, f"field '{field}'")
+        assert str(recipe) in err or f"--overrides {override}" in err, err  # the file, or the override that set it
 
     model = tmp_path / "model"
     model.mkdir()

@@ -186,8 +186,11 @@ def build_parser(prog: str, fn):
         elif typing.get_origin(tp) in (list, tuple):
             item = (typing.get_args(tp) or (str,))[0]
             metavar = "FIELD=VALUE" if p.name == OVERRIDES else p.name.upper()
-            parser.add_argument(f"--{p.name}", nargs="+", type=item, default=list(default or []),
-                                metavar=metavar, help=help_ + " (several values)")
+            if p.default is p.empty and p.name != OVERRIDES:  # a required list is positional: `eeca report A B`
+                parser.add_argument(p.name, nargs="+", type=item, metavar=metavar, help=help_ + " (one or more)")
+            else:
+                parser.add_argument(f"--{p.name}", nargs="+", type=item, default=list(default or []),
+                                    metavar=metavar, help=help_ + " (several values)")
         else:
             typed.append(p.replace(annotation=_any_case(hints.get(p.name, str)) if _has_literal(tp) else
                                    hints.get(p.name, str)))
@@ -203,6 +206,7 @@ def parse(parser, fn, argv: list[str]) -> tuple[dict, bool]:
     from jsonargparse import ArgumentError
 
     options = sorted({s for a in parser._actions for s in a.option_strings})
+    argv = [_underscored(tok, options) for tok in argv]  # --dry-run is --dry_run
     for i, tok in enumerate(argv):
         name = tok.split("=", 1)[0]
         if tok.startswith("--") and name not in options:
@@ -220,6 +224,15 @@ def parse(parser, fn, argv: list[str]) -> tuple[dict, bool]:
         if choices and isinstance(value, str):
             kwargs[name] = next(c for c in choices if c.lower() == value.lower())
     return kwargs, ns.print_config
+
+
+def _underscored(tok: str, options: list[str]) -> str:
+    """An option spelled with dashes between words (``--chunk-idx``) as the parser names it (``--chunk_idx``)."""
+    name, eq, value = tok.partition("=")
+    if not tok.startswith("--") or name in options:
+        return tok
+    spelled = "--" + name[2:].replace("-", "_")
+    return spelled + eq + value if spelled in options else tok
 
 
 def _in_list_option(argv: list[str], i: int, parser) -> bool:

@@ -31,7 +31,7 @@ def _annotator_yaml(tmp_path, server, key_env="EECA_TEST_OPENAI_KEY"):
     w = make_world(tmp_path, n=len(BROKEN) + 1)
     cfg = copy.deepcopy(w["config"])
     cfg["annotator"] = {"backend": "openai", "model": server.model, "base_url": server.url,
-                        "api_key_env": key_env, "concurrency": 2, "timeout_s": 2, "max_retries": 1,
+                        "api_key_env": key_env, "max_concurrency": 2, "timeout_s": 2, "max_retries": 1,
                         "backoff_base_s": 0.01, "backoff_max_s": 0.02, "max_reask": 0}
     return w, write_config(tmp_path / "mgld.yaml", cfg)
 

@@ -281,8 +281,11 @@ def part_paths(out: Path, idx: int, total: int) -> tuple[Path, Path]:
     return out / "parts" / f"generations.{stem}.jsonl", out / "parts" / f"skipped.{stem}.jsonl"
 
 
-def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx: int = 0) -> dict:
-    """Generate this process's share of the test set into ``out/parts``; merge when all parts are done."""
+def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx: int = 0,
+                 source: str | None = None) -> dict:
+    """Generate this process's share of the test set into ``out/parts``; merge when all parts are done.
+
+    ``source`` (the config file) is named in the error when the model is missing."""
     from accelerate import PartialState
 
     # Without an accelerator the processes of `accelerate launch` / torchrun coordinate over gloo on CPU.
@@ -293,7 +296,8 @@ def run_generate(cfg: GenerateConfig, out: Path, num_chunks: int = 1, chunk_idx:
     total = num_chunks * state.num_processes
     share = chunk_idx * state.num_processes + state.process_index
     records = load_test_records(cfg.test_json)
-    check_checkpoint(cfg.model, "model", local_files_only=True)  # a saved folder; before out/ is made
+    model_field = f"{source}: field 'model'" if source else "model"
+    check_checkpoint(cfg.model, model_field, local_files_only=True)  # a saved folder; before out/ is made
     _check_run_config(cfg, out, state.is_main_process)
     start, end = chunk_bounds(len(records), total, share)
     gen_path, skip_path = part_paths(out, share, total)
@@ -407,7 +411,7 @@ def generate_command(config: Path, out: Path, num_chunks: int = 1, chunk_idx: in
     check_inputs(cfg, config)
     # chunks (and the processes of accelerate launch) share the folder; each holds its own lock
     with run_lock(out, "generate", scope=f"chunk{chunk_idx}-of-{num_chunks}-rank{os.environ.get('RANK', '0')}"):
-        stats = run_generate(cfg, Path(out), num_chunks, chunk_idx)
+        stats = run_generate(cfg, Path(out), num_chunks, chunk_idx, source=str(config))
     tps = stats["tokens"] / stats["seconds"] if stats["seconds"] else 0.0
     merged = f"merged into {Path(out) / 'generations.jsonl'}" if stats["merged"] else "waiting for other chunks to merge"
     print(f"generate: share {stats['share'] + 1}/{stats['of']}: {stats['generated']} questions x {cfg.k} answers, "

@@ -372,7 +372,7 @@ def estimate_cost(cfg: JudgeConfig, limit: int | None = None) -> dict:
                 for m in judge_messages(system, user_template, g.get("responses") or [], truths[str(g["id"])]))
     tokens_in, tokens_out = round(chars / CHARS_PER_TOKEN), len(gens) * cfg.max_tokens
     return {"requests": len(gens), "input_tokens": tokens_in, "max_output_tokens": tokens_out,
-            "max_cost_usd": round((tokens_in * cfg.price_input_per_mtok + tokens_out * cfg.price_output_per_mtok) / 1e6, 2)}
+            "max_cost_usd": round((tokens_in * cfg.price_input_per_1m + tokens_out * cfg.price_output_per_1m) / 1e6, 2)}
 
 
 class LlmJudge:
@@ -515,8 +515,8 @@ def judge_command(config: Path, out: Path, judge: Literal["llm", "rule"] | None 
         else:
             print(f"judge dry run: {e['requests']} requests to {cfg.model}; ~{e['input_tokens']} input tokens "
                   f"(about {CHARS_PER_TOKEN:.0f} characters a token), at most {e['max_output_tokens']} output tokens "
-                  f"(max_tokens {cfg.max_tokens}); at most ${e['max_cost_usd']} at ${cfg.price_input_per_mtok} / "
-                  f"${cfg.price_output_per_mtok} per million tokens (cached verdicts cost nothing); nothing sent")
+                  f"(max_tokens {cfg.max_tokens}); at most ${e['max_cost_usd']} at ${cfg.price_input_per_1m} / "
+                  f"${cfg.price_output_per_1m} per million tokens (cached verdicts cost nothing); nothing sent")
         return 0
     try:
         with run_lock(out, "judge"):

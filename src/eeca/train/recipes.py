@@ -371,11 +371,13 @@ def _accelerator_available() -> bool:
     return torch.accelerator.is_available()
 
 
-def check_models(model: ModelInit) -> None:
-    """A missing model is one line, before anything is written (a folder or a cached hub id)."""
+def check_models(model: ModelInit, source: str | None = None) -> None:
+    """A missing model is one line, before anything is written (a folder or a cached hub id); the
+    line names the recipe file ``source`` and the field when given."""
     for name in ("checkpoint", "vision_path", "llm_path"):
         if getattr(model, name) is not None:
-            check_checkpoint(getattr(model, name), f"model.{name}", local_files_only=True)
+            field = f"{source}: field 'model.{name}'" if source else f"model.{name}"
+            check_checkpoint(getattr(model, name), field, local_files_only=True)
 
 
 def run(cfg: TrainConfig, callbacks: Sequence[Any] = (), command: str | None = None) -> dict[str, Any]:
@@ -474,7 +476,7 @@ def train_command(config: str, overrides: list[str]) -> None:
 
     cfg = load_config(TrainConfig, config, overrides)
     check_inputs(cfg, config)
-    check_models(cfg.model)
+    check_models(cfg.model, config)
     with run_lock(cfg.output_dir, "train"):
         s = run(cfg, command=shlex.join(["eeca", "train", config, *overrides]))
     if not PartialState().is_main_process:
