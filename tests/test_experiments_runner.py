@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -156,3 +157,21 @@ def grid_problems_of(path, overrides):
     from eeca.experiments.feasibility import grid_problems
 
     return grid_problems(load_config(ExperimentConfig, path, overrides), str(path))
+
+
+def test_recipes_named_as_shipped_are_found_from_any_folder(tmp_path, monkeypatch):
+    """A grid (the demo's too) may name its recipes as shipped, configs/synth/stage3.yaml, from any folder."""
+    from eeca.config import InputPath, check_inputs
+    from eeca.experiments.feasibility import grid_problems
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(ExperimentConfig, "configs/synth/table1.yaml")
+    assert str(cfg.train_recipe).startswith("configs/") and not Path(cfg.train_recipe).exists()
+    problems = grid_problems(cfg, "table1.yaml")
+    assert problems and not [p for p in problems if any(f"field '{f}'" in p for f in ("train_recipe", "generate", "judge"))]
+
+    @dataclass(frozen=True)
+    class Recipe:
+        recipe: InputPath
+
+    check_inputs(Recipe(Path("configs/synth/stage3.yaml")), "x.yaml")  # found in the package: no error

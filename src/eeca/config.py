@@ -196,7 +196,7 @@ def check_inputs(cfg: Any, source: str, prefix: str = "") -> None:
         value, tp = getattr(cfg, f.name), hints[f.name]
         if dataclasses.is_dataclass(value):
             check_inputs(value, source, f"{prefix}{f.name}.")
-        elif isinstance(value, Path) and InputPath in (tp, *typing.get_args(tp)) and not value.exists():
+        elif isinstance(value, Path) and InputPath in (tp, *typing.get_args(tp)) and not config_path(value).exists():
             raise ConfigError(source, f"{prefix}{f.name}", f"no such file or folder: {value}")
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eeca.config import load_config
+from eeca.config import config_path, load_config
 from eeca.evaluate.generate import GenerateConfig
 from eeca.evaluate.judge import JudgeConfig
 from eeca.experiments.grid import UNTRAINED, expand
@@ -45,7 +45,7 @@ def grid_problems(cfg, source: str) -> list[str]:
 
     problems: list[str] = []
     for name in ("train_records", "train_recipe", "generate", "judge"):
-        path = Path(getattr(cfg, name))
+        path = config_path(getattr(cfg, name))  # a recipe may be named as shipped (configs/synth/stage3.yaml)
         if not path.is_file():
             problems.append(f"{source}: field '{name}': no such file {path}")
     if not (Path(cfg.base_model) / "config.json").is_file():
@@ -53,18 +53,18 @@ def grid_problems(cfg, source: str) -> list[str]:
     cells = grid_cells(cfg)
     trained = [c for c in cells if c["ablation"] not in UNTRAINED]
     folder = Path(cfg.out) / "cells" / "<cell>"
-    if trained and Path(cfg.train_recipe).is_file():
+    if trained and config_path(cfg.train_recipe).is_file():
         seen: set[str] = set()
         for cell in trained:
             _recipe_problems(lambda cell=cell: load_config(TrainConfig, cfg.train_recipe, train_overrides(cfg, cell, folder)),
                              lambda t: [("data.image_root", t.data.image_root)], problems, seen)
-    if Path(cfg.generate).is_file():
+    if config_path(cfg.generate).is_file():
         seen = set()
         for cell in cells:
             _recipe_problems(
                 lambda cell=cell: load_config(GenerateConfig, cfg.generate, generate_overrides(cfg, cell, folder / "train")),
                 lambda g: [("test_json", g.test_json), ("image_root", g.image_root)], problems, seen)
-    if Path(cfg.judge).is_file():
+    if config_path(cfg.judge).is_file():
         _recipe_problems(lambda: load_config(JudgeConfig, cfg.judge, [
             f"generations={folder / 'generate' / 'generations.jsonl'}", *cfg.judge_overrides]),
             lambda j: [("truth", j.truth)], problems, set())
