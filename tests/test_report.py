@@ -601,3 +601,21 @@ def test_browser_in_headless_chromium(small_run):
     dom = screenshot.open_page(binary, report, screenshot.PROBE)
     loaded, total = map(int, re.search(r'id="eeca-img-check">(\d+)/(\d+)<', dom).groups())
     assert loaded == total == len(re.findall(r"<img\b", report.read_text())) > 0
+
+
+def test_browser_thumbnails_come_from_the_one_image_loader(tmp_path):
+    """A 16-bit PNG is its grey (PIL's convert('RGB') makes it white) and a decompression bomb is no
+    thumbnail, not a crashed report."""
+    import base64
+    import io
+
+    from image_cases import write_16bit_png, write_png_bomb
+    from PIL import Image
+
+    from eeca.report.questions import thumbnail
+
+    uri = thumbnail(write_16bit_png(tmp_path / "grey.png", value=20000))  # 78 of 255
+    im = Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("L")
+    assert abs(im.getpixel((0, 0)) - 78) <= 3
+    assert thumbnail(write_png_bomb(tmp_path / "bomb.png")) is None
+    assert thumbnail(tmp_path / "missing.jpg") is None

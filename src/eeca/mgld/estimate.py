@@ -65,7 +65,7 @@ def estimate(cfg, stage: str) -> dict:
         try:
             with Image.open(cfg.image_root / s.image) as im:
                 images += image_tokens(*im.size, a.image_detail)
-        except OSError:
+        except (OSError, Image.DecompressionBombError):  # header only; what the loader refuses costs the minimum
             images += 85
     tokens_in = round(chars / CHARS_PER_TOKEN) + images
     tokens_out = len(todo) * a.max_tokens

@@ -105,15 +105,15 @@ def load_truth(test_json: Path) -> dict[str, Truth]:
 
 
 def thumbnail(path: Path, size: int = 128) -> str | None:
-    """A JPEG thumbnail (longest side ``size``) as a data URI; None when the file is missing or unreadable."""
-    from PIL import Image, UnidentifiedImageError
+    """A JPEG thumbnail (longest side ``size``) as a data URI, read by the package's one image loader
+    (limits, every PIL mode, reduced-scale JPEG decoding); None when the loader refuses the file."""
+    from eeca.images import ImageError, load_image
 
     try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            im.thumbnail((size, size))
-            buf = io.BytesIO()
-            im.save(buf, format="JPEG", quality=70, optimize=True)
-    except (OSError, UnidentifiedImageError):
+        im = load_image(Path(path), min_side=size)
+    except ImageError:
         return None
+    im.thumbnail((size, size))
+    buf = io.BytesIO()
+    im.save(buf, format="JPEG", quality=70, optimize=True)
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
