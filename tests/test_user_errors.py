@@ -288,3 +288,8 @@ def test_a_missing_checkpoint_is_one_line_naming_config_field_and_path(tmp_path,
                 vocab_size=100).save_pretrained(llm)
     assert main(["model", "summary", "synth/model", *over]) == 0  # both found: the summary is printed
     assert "visual tokens per image" in capsys.readouterr().out
+
+
+def test_synth_check_without_stand_ins_is_one_line_naming_the_folder(tmp_path, capsys):
+    assert main(["synth", "check", "--world", str(tmp_path), "--models", str(tmp_path / "models")]) == 2
+    _one_line(capsys, f"--models {tmp_path / 'models'}: no model folder {tmp_path / 'models' / 'clip'}")
