@@ -6,7 +6,7 @@ most, garbage for one of each. Checked: the replies parse into exactly what the 
 counts match the tokens of the rendered prompts, a garbage reply is a counted failure with its reason
 (never a guessed level, never cached), a hung server's timeouts and a restarted server's refused
 connections are counted retries ending in a counted failure or a success, and reruns resume from the
-cache. Slow: it trains a model (about a minute on one CPU thread) and starts the server twice."""
+cache. Slow: it trains a model (3-7 minutes on one thread of a shared 2-core machine) and starts the server twice."""
 
 import json
 import os
@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 import torch
 from mgld_world import make_world, write_config
-from train_helpers import write_llava_json
 
 from eeca.cli import main
 from eeca.config import from_dict
@@ -33,6 +32,7 @@ from eeca.mgld.stages import MgldConfig, load_samples
 from eeca.mgld.tasks import load_task
 from eeca.synth.config import LlmTrainConfig
 from eeca.synth.models import build_llm, encode_conversations, pad_batch, train_bpe, wrap_tokenizer
+from train_helpers import write_llava_json
 
 SERVE = Path(os.environ.get("EECA_SERVE_BIN", "/work/venvs/lmms/bin/transformers"))
 
