@@ -18,7 +18,7 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
   by a verb before it starts, refuses any that does not exist (configs are also built for files a
   pipeline writes later, so loading alone does not check). Fields annotated :data:`ModelPath` name a
   model to load: :func:`check_inputs` refuses one that is neither a saved model folder nor a hub id
-  in the cache (:func:`eeca.io.check_checkpoint`), as one line naming the file and the field.
+  (in the cache when offline; :func:`eeca.io.check_checkpoint`), as one line naming the file and the field.
 * A config argument is a path or the name of a recipe shipped in the package (``eeca/configs``):
   ``synth/world``, ``synth/world.yaml`` or ``configs/synth/world.yaml`` (:func:`config_path`), so
   every verb runs from any directory; ``eeca config list`` / ``eeca config copy`` hand them out.
@@ -49,7 +49,7 @@ T = TypeVar("T")
 
 # a Path that a run reads: must exist when the run starts (check_inputs)
 InputPath = Annotated[Path, "input"]
-# a model a run loads (a save_pretrained folder, or a hub id already in the cache): check_inputs runs
+# a model a run loads (a save_pretrained folder, or a hub id; cached when offline): check_inputs runs
 # io.check_checkpoint on it, so a missing checkpoint is one line and never a transformers traceback
 ModelPath = Annotated[Path, "model"]
 
@@ -196,7 +196,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 def check_inputs(cfg: Any, source: str, prefix: str = "") -> None:
     """Refuse a config whose :data:`InputPath` fields name files or folders that do not exist, or whose
-    :data:`ModelPath` fields name no loadable model (offline: a folder with config.json or a cached hub id)."""
+    :data:`ModelPath` fields name no loadable model: neither a folder with config.json nor a hub id (one
+    already in the cache when downloads are off, HF_HUB_OFFLINE=1)."""
     hints = typing.get_type_hints(type(cfg), include_extras=True)
     for f in dataclasses.fields(cfg):
         value, tp = getattr(cfg, f.name), hints[f.name]
@@ -205,7 +206,7 @@ def check_inputs(cfg: Any, source: str, prefix: str = "") -> None:
         elif isinstance(value, Path) and InputPath in (tp, *typing.get_args(tp)) and not config_path(value).exists():
             raise ConfigError(source, f"{prefix}{f.name}", f"no such file or folder: {value}")
         elif isinstance(value, Path) and ModelPath in (tp, *typing.get_args(tp)):
-            check_checkpoint(value, f"{source}: field '{prefix}{f.name}'", local_files_only=True)
+            check_checkpoint(value, f"{source}: field '{prefix}{f.name}'")  # a hub id: checked when offline
 
 
 def from_dict(cls: type[T], data: Any, source: str = "<dict>", overrides: list[str] | None = None) -> T:

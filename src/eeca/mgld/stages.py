@@ -149,7 +149,7 @@ def _command(stage: str, config: Path, overrides: list[str], strict: bool, dry_r
     cfg = load_config(MgldConfig, config, overrides)
     check_inputs(cfg, config)
     if cfg.annotator.backend == "hf":  # the model is a checkpoint folder (for openai, a served name)
-        check_checkpoint(cfg.annotator.model, f"{config}: field 'annotator.model'", local_files_only=True)
+        check_checkpoint(cfg.annotator.model, f"{config}: field 'annotator.model'")
     if dry_run:
         from eeca.mgld.estimate import dry_run_line
 
