@@ -269,3 +269,27 @@ def test_fuzz_the_record_validator_clear_error_or_exact_records_never_a_tracebac
             assert results[0] == json.loads(blob) and _really_valid(results[0])
         outcomes["accepted" if results[0] != "refused" else "refused"] += 1
     assert outcomes["accepted"] > 100 and outcomes["refused"] > 1000
+
+
+def test_a_missing_checkpoint_is_one_line_naming_config_field_and_path(tmp_path, monkeypatch, capsys):
+    from transformers import CLIPVisionConfig, LlamaConfig
+
+    monkeypatch.chdir(tmp_path)  # outside a demo run: runs/demo/models does not exist here
+    assert main(["model", "summary", "synth/model"]) == 2
+    _one_line(capsys, "synth/model", "field 'vision'", "no model folder runs/demo/models/clip")
+    vision, llm = tmp_path / "clip", tmp_path / "llm"
+    CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                     image_size=32, patch_size=8).save_pretrained(vision)
+    llm.mkdir()  # a folder, but no saved model in it
+    over = ["--overrides", f"vision={vision}", f"llm={llm}"]
+    assert main(["model", "summary", "synth/model", *over]) == 2
+    _one_line(capsys, "field 'llm'", f"{llm} is a folder without config.json")
+    LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                vocab_size=100).save_pretrained(llm)
+    assert main(["model", "summary", "synth/model", *over]) == 0  # both found: the summary is printed
+    assert "visual tokens per image" in capsys.readouterr().out
+
+
+def test_synth_check_without_stand_ins_is_one_line_naming_the_folder(tmp_path, capsys):
+    assert main(["synth", "check", "--world", str(tmp_path), "--models", str(tmp_path / "models")]) == 2
+    _one_line(capsys, f"--models {tmp_path / 'models'}: no model folder {tmp_path / 'models' / 'clip'}")

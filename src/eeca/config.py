@@ -16,7 +16,9 @@ example ``eeca.knowledge.score.ScoreConfig``); this module is the one loader the
 * Every error is a :class:`ConfigError` naming the file and the dotted field.
 * Fields annotated :data:`InputPath` name files or folders a run reads; :func:`check_inputs`, called
   by a verb before it starts, refuses any that does not exist (configs are also built for files a
-  pipeline writes later, so loading alone does not check).
+  pipeline writes later, so loading alone does not check). Fields annotated :data:`ModelPath` name a
+  model to load: :func:`check_inputs` refuses one that is neither a saved model folder nor a hub id
+  (in the cache when offline; :func:`eeca.io.check_checkpoint`), as one line naming the file and the field.
 * A config argument is a path or the name of a recipe shipped in the package (``eeca/configs``):
   ``synth/world``, ``synth/world.yaml`` or ``configs/synth/world.yaml`` (:func:`config_path`), so
   every verb runs from any directory; ``eeca config list`` / ``eeca config copy`` hand them out.
@@ -41,12 +43,15 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 
-from eeca.io import InputError
+from eeca.io import InputError, check_checkpoint
 
 T = TypeVar("T")
 
 # a Path that a run reads: must exist when the run starts (check_inputs)
 InputPath = Annotated[Path, "input"]
+# a model a run loads (a save_pretrained folder, or a hub id; cached when offline): check_inputs runs
+# io.check_checkpoint on it, so a missing checkpoint is one line and never a transformers traceback
+ModelPath = Annotated[Path, "model"]
 
 # a YAML 1.2 float such as 1e-3 or -2.5E+4 (YAML 1.1, which PyYAML follows, needs a dot)
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -190,7 +195,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def check_inputs(cfg: Any, source: str, prefix: str = "") -> None:
-    """Refuse a config whose :data:`InputPath` fields name files or folders that do not exist."""
+    """Refuse a config whose :data:`InputPath` fields name files or folders that do not exist, or whose
+    :data:`ModelPath` fields name no loadable model: neither a folder with config.json nor a hub id (one
+    already in the cache when downloads are off, HF_HUB_OFFLINE=1)."""
     hints = typing.get_type_hints(type(cfg), include_extras=True)
     for f in dataclasses.fields(cfg):
         value, tp = getattr(cfg, f.name), hints[f.name]
@@ -198,6 +205,8 @@ def check_inputs(cfg: Any, source: str, prefix: str = "") -> None:
             check_inputs(value, source, f"{prefix}{f.name}.")
         elif isinstance(value, Path) and InputPath in (tp, *typing.get_args(tp)) and not config_path(value).exists():
             raise ConfigError(source, f"{prefix}{f.name}", f"no such file or folder: {value}")
+        elif isinstance(value, Path) and ModelPath in (tp, *typing.get_args(tp)):
+            check_checkpoint(value, f"{source}: field '{prefix}{f.name}'")  # a hub id: checked when offline
 
 
 def from_dict(cls: type[T], data: Any, source: str = "<dict>", overrides: list[str] | None = None) -> T:

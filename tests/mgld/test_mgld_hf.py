@@ -114,3 +114,17 @@ def test_valid_replies_after_a_reask_are_ok_and_cached(checkpoint, requests_, tm
     cached = {r.id: r for r in again.annotate(task, reqs)}
     assert again._model is None and again.usage.cached == 3  # nothing generated, the model never loaded
     assert {k: r.reply for k, r in cached.items()} == {k: r.reply for k, r in results.items()}
+
+
+def test_a_missing_hf_checkpoint_is_one_line_naming_the_config_field(world, tmp_path, capsys):
+    from mgld_world import write_config
+
+    from eeca.cli import main
+
+    cfg = dict(world["config"], annotator={"backend": "hf", "model": str(tmp_path / "no-such-model")})
+    path = write_config(tmp_path / "mgld.yaml", cfg)
+    assert main(["mgld", "stage2", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"{path}: field 'annotator.model': no model folder {tmp_path / 'no-such-model'}" in err
+    assert not (tmp_path / "out" / "stage2.jsonl").exists()  # refused before anything is written

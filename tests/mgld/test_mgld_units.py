@@ -160,7 +160,9 @@ def test_validate_verb_exit_status_and_summary(tmp_path, capsys):
     good.write_text(json.dumps([_record(0), _record(1)]))
     bad.write_text(json.dumps([_record(0), _record(1, landmark_id="7"), _record(2, entities=[])]))
     assert main(["mgld", "validate", str(good)]) == 0
-    assert capsys.readouterr().out.strip().endswith("2 mgld records, 0 invalid, 0 errors")
+    said = capsys.readouterr()
+    assert said.out.strip().endswith("2 mgld records, 0 invalid, 0 errors") and said.out.count("\n") == 1
+    assert "mgld validate: 100%" in said.err and "2/2" in said.err  # the progress bar: on stderr, every record
     assert main(["mgld", "validate", str(bad)]) == 1
     out = capsys.readouterr().out
     assert "record 1 (id=0000000000000001): landmark_id: expected integer, got str '7'" in out

@@ -28,6 +28,7 @@ from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global fig
 from matplotlib.lines import Line2D
 from sklearn.manifold import TSNE
 from sklearn.metrics import roc_auc_score
+from tqdm import tqdm
 
 from eeca.io import atomic_path, read_jsonl, read_parquet, write_json, write_parquet
 
@@ -105,7 +106,7 @@ def analyze_command(score_dir: str, landmarks: str, out: str, selections: list[s
     probe = {"id": scores.column("id").to_pylist(), "landmark_id": lid_all.tolist(),
              "subset": ["all"] * len(lid_all), "s_gt": s_all.tolist(), "rsr": rsr_all.tolist()}
     tsne_rows, count_rows = [], []
-    for path in selections or []:
+    for path in tqdm(selections or [], desc="knowledge analyze", unit="subset"):
         m = read_parquet(path, columns=["id", "landmark_id", "s_gt", "rsr", "method"])
         methods = set(m.column("method").to_pylist())
         if len(methods) != 1:

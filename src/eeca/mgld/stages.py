@@ -48,6 +48,7 @@ from eeca.io import (
     InputError,
     JsonlStore,
     atomic_write,
+    check_checkpoint,
     read_jsonl,
     read_parquet,
     run_lock,
@@ -147,6 +148,8 @@ def stage3_command(config: Path, overrides: list[str], strict: bool = False, dry
 def _command(stage: str, config: Path, overrides: list[str], strict: bool, dry_run: bool = False) -> int:
     cfg = load_config(MgldConfig, config, overrides)
     check_inputs(cfg, config)
+    if cfg.annotator.backend == "hf":  # the model is a checkpoint folder (for openai, a served name)
+        check_checkpoint(cfg.annotator.model, f"{config}: field 'annotator.model'")
     if dry_run:
         from eeca.mgld.estimate import dry_run_line
 

@@ -21,6 +21,8 @@ from collections import Counter
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from tqdm import tqdm
+
 from eeca.io import InputError, read_records
 from eeca.mgld.schema import LLAVA_RECORD, MGLD_RECORD, check
 
@@ -125,7 +127,7 @@ def validate_command(file: Path, kind: Kind = "auto", image_root: Path | None = 
         print(f"eeca mgld validate: {e}")
         return 1
     resolved = detect_kind(records) if kind == "auto" else kind
-    messages = validate_records(records, resolved, image_root)
+    messages = validate_records(tqdm(records, desc="mgld validate", unit="record"), resolved, image_root)
     for _, m in messages[:max_errors]:
         print(f"{file}: {m}")
     if len(messages) > max_errors:

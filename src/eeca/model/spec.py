@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, CLIPVisionConfig, LlamaConfig
 
-from eeca.config import load_config
+from eeca.config import ModelPath, check_inputs, load_config
 from eeca.model.build import eeca_config_from_parts
 from eeca.model.configuration_eeca import EECA_FIELDS, EecaConfig
 from eeca.model.modeling_eeca import EecaForConditionalGeneration
@@ -54,8 +54,8 @@ class ModelConfig:
         hierarchical_labels); checked by `EecaConfig` when the file is loaded.
     """
 
-    vision: Path | None = None
-    llm: Path | None = None
+    vision: ModelPath | None = None
+    llm: ModelPath | None = None
     eeca: dict[str, bool | int | float | str | list[str] | None] = field(default_factory=dict)
     vision_geometry: VisionGeometry | None = None
     text_geometry: TextGeometry | None = None
@@ -125,6 +125,7 @@ def summary_command(config: Path, overrides: list[str] | None = None) -> dict:
         overrides: field=value changes, e.g. eeca.use_hr_branch=false eeca.eac_loss_weight=0.
     """
     cfg = load_config(ModelConfig, config, overrides)
+    check_inputs(cfg, config)
     summary = model_summary(eeca_config_for(cfg))
     for name, count in summary["params"].items():
         print(f"{name:<14} {count:>15,d} parameters")

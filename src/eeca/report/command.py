@@ -15,6 +15,8 @@ import re
 import sys
 from pathlib import Path
 
+from tqdm import tqdm
+
 from eeca.io import atomic_write, read_json
 from eeca.report import figures as F
 from eeca.report.browser import BrowserCell, browser_data, to_browser_html
@@ -79,7 +81,8 @@ def report_command(run_dirs: list[str], out: str | None = None, analysis: str | 
     blocks: list[Block] = [Paragraph(f"Run director{'y' if len(runs) == 1 else 'ies'}: {', '.join(map(str, runs))}. " + (
         f"{len(every)} cell result(s), judge(s): {', '.join(judges)}. " if every else "")
         + ("The paper's published numbers are shown beside ours (columns marked 'paper')." if show_paper and every else ""))]
-    answers = {(run, c.cell_dir): load_cell(run, c.cell_dir) for run, cells in per_run for c in cells}
+    answers = {(run, c.cell_dir): load_cell(run, c.cell_dir)
+               for run, c in tqdm([(run, c) for run, cells in per_run for c in cells], desc="report: cells", unit="cell")}
     if len(runs) > 1:
         blocks += side_by_side(per_run, names, answers, judges)
     for run, cells in per_run:
@@ -283,7 +286,7 @@ def write_browser(runs: list[tuple[Path, list[Cell]]], loaded: dict[tuple[Path, 
         return "", missing
     truth, thumbs = {}, {}
     for test_json, root in tests.items():
-        for qid, t in load_truth(test_json).items():
+        for qid, t in tqdm(load_truth(test_json).items(), desc="report: thumbnails", unit="img"):
             truth.setdefault(qid, t)
             if qid not in thumbs and root is not None and t.image:
                 thumbs[qid] = thumbnail(root / t.image)

@@ -22,10 +22,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from tqdm import tqdm
 from transformers import AutoTokenizer, CLIPModel, CLIPProcessor, LlamaForCausalLM
 
 from eeca.gldv2.paths import image_path
-from eeca.io import read_jsonl, write_json
+from eeca.io import check_checkpoint, read_jsonl, write_json
 from eeca.synth.texts import DESCRIBE_QUESTIONS, NAME_QUESTIONS, landmark_fields
 from eeca.synth.world import read_truth
 
@@ -44,6 +45,7 @@ def clip_top1(world: Path, clip_dir: Path, landmarks: list[dict], images: list[d
     t = model.get_text_features(**text)
     t = torch.nn.functional.normalize(t if torch.is_tensor(t) else t.pooler_output, dim=-1)  # [M, D]
     ranks = np.zeros(len(images), dtype=np.int64)
+    bar = tqdm(total=len(images), desc="synth check: CLIP", unit="img")
     for i in range(0, len(images), batch):
         chunk = images[i:i + batch]
         pil = []
@@ -56,6 +58,8 @@ def clip_top1(world: Path, clip_dir: Path, landmarks: list[dict], images: list[d
         gt = torch.tensor([col[r["landmark_id"]] for r in chunk])
         s_gt = sim[torch.arange(len(chunk)), gt]
         ranks[i:i + len(chunk)] = (1 + (sim > s_gt[:, None]).sum(1)).numpy()  # ties do not count
+        bar.update(len(chunk))
+    bar.close()
     out: dict = {"chance_top1": 1.0 / len(landmarks), "chance_top5": min(1.0, 5.0 / len(landmarks)),
                  "names": len(landmarks)}
     for key, sel in (("split", "clip_split"), ("view", "view")):
@@ -106,7 +110,7 @@ def llm_knowledge(llm_dir: Path, landmarks: list[dict], seed: int = 0) -> dict:
     asks = {"describe_trained": DESCRIBE_QUESTIONS[0], "describe_new": NEW_DESCRIBE_QUESTION,
             "name_trained": NAME_QUESTIONS[0], "name_new": NEW_NAME_QUESTION}
     examples = {}
-    for key, template in asks.items():
+    for key, template in tqdm(asks.items(), desc="synth check: LLM", unit="question set"):
         responses = generate(llm, tok, [template.format(**f) for f in fields])
         got, ref = _rates(responses, landmarks), _rates(responses, shuffled)
         keep = ("place", "attributes") if key.startswith("describe") else ("name",)
@@ -119,6 +123,8 @@ def llm_knowledge(llm_dir: Path, landmarks: list[dict], seed: int = 0) -> dict:
 def evaluate_standins(world: str | Path, models: str | Path, threads: int = 1) -> dict:
     """The CLIP's zero-shot top-1 (seen held-out vs unseen vs chance) and the LLM's text knowledge."""
     world, models = Path(world), Path(models)
+    for part in ("clip", "llm"):  # one line, not a transformers traceback, when eeca synth models has not run
+        check_checkpoint(models / part, f"--models {models}", local_files_only=True)
     torch.set_num_threads(threads)
     landmarks = read_truth(world)
     images = read_jsonl(world / "truth" / "images.jsonl")
