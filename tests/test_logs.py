@@ -54,3 +54,36 @@ def test_llava_into_eeca_is_one_line_and_other_gaps_still_warn(fresh, tmp_path, 
         logs.from_pretrained(EecaForConditionalGeneration, ckpt, ())
     warned = [r.getMessage() for r in caplog.records if r.name == "eeca"]
     assert len(warned) == 1 and "missing tensors: " in warned[0] and "model.hr_resampler.latents" in warned[0]
+
+
+BAR = ("import time, sys\n{setup}\nfrom tqdm import tqdm\n"
+       "for _ in tqdm(range(100), desc='work'):\n    time.sleep(0.01)\n")
+
+
+def _frames(setup: str, env: dict) -> list[str]:
+    import os
+    import subprocess
+    import sys
+    out = subprocess.run([sys.executable, "-c", BAR.format(setup=setup)], capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if not k.startswith("TQDM_")} | env, check=True)
+    return [f for f in out.stderr.replace("\r", "\n").splitlines() if f.startswith("work")]
+
+
+def test_progress_bars_in_a_log_file_redraw_rarely_and_end_complete():
+    quiet = "from eeca.logs import progress_for_logs\nprogress_for_logs()"
+    plain = _frames("", {})
+    logged = _frames(quiet, {})
+    assert len(plain) > 5  # tqdm's default: ten redraws a second, each a frame in the log
+    assert len(logged) <= 2 and "100/100" in logged[-1]
+    assert len(_frames(quiet, {"TQDM_MININTERVAL": "0"})) > 5  # the user's setting wins
+
+
+def test_progress_bars_on_a_terminal_are_left_alone(monkeypatch):
+    class Tty:
+        def isatty(self):
+            return True
+
+    monkeypatch.delenv("TQDM_MININTERVAL", raising=False)
+    logs.progress_for_logs(Tty())
+    import os
+    assert "TQDM_MININTERVAL" not in os.environ

@@ -97,9 +97,10 @@ def main(argv: list[str] | None = None) -> int:
     from eeca.config import ConfigPrinted, print_only
     from eeca.io import InputError  # imported here: `eeca --help` must not load pyarrow
     from eeca.llm_client import redact
-    from eeca.logs import quiet_expected_warnings
+    from eeca.logs import progress_for_logs, quiet_expected_warnings
 
     quiet_expected_warnings()  # before the verb's module imports DeepSpeed and transformers
+    progress_for_logs()  # before it imports tqdm
     fn = _resolve(COMMANDS[verb])
     try:
         parser = build_parser(f"eeca {verb}", fn)

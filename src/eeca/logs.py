@@ -10,6 +10,10 @@ Expected on every CPU run or every LLaVA -> EECA load, and so dropped:
   (other missing tensors, unexpected or mismatched ones) is still a warning naming every tensor.
 
 Anything else a library logs still shows. ``EECA_VERBOSE=1`` keeps every warning.
+
+Progress bars (tqdm, ours and the libraries') redraw ten times a second, which on a terminal is a
+moving line and in a log file is thousands of carriage-return frames; when stderr is not a terminal
+they redraw every :data:`LOG_BAR_INTERVAL_S` seconds instead, and always show their final state.
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ EXPECTED: tuple[tuple[str, str], ...] = (
     ("transformers.configuration_utils", "model of type `llava` to instantiate a model of type `eeca`"),
 )
 LOAD_REPORT = ("transformers.modeling_utils", "LOAD REPORT")
+
+LOG_BAR_INTERVAL_S = 30
 
 _said: set[str] = set()
 
@@ -50,6 +56,15 @@ def quiet_expected_warnings() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, _Drop) and f.text == text for f in logger.filters):
             logger.addFilter(_Drop(text))
+
+
+def progress_for_logs(stream=None) -> None:
+    """Slow every progress bar to one redraw per :data:`LOG_BAR_INTERVAL_S` when ``stream`` (stderr)
+    is not a terminal. Call before tqdm is imported (it reads ``TQDM_*`` at import); a
+    ``TQDM_MININTERVAL`` the user set wins."""
+    stream = sys.stderr if stream is None else stream
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        os.environ.setdefault("TQDM_MININTERVAL", str(LOG_BAR_INTERVAL_S))
 
 
 @contextlib.contextmanager
