@@ -87,4 +87,6 @@ def test_a_part_past_its_cap_times_out(check):
     env = check.Env({}, torch.device("cpu"), torch.float32, None, None, None, [], Path("."))
     t0 = time.monotonic()
     record = check.run_part("slow", lambda out: time.sleep(10), env, cap=1)
-    assert record["status"] == "timeout" and time.monotonic() - t0 < 5
+    # the part itself stops at its cap; the whole call (with its two gc passes, slow in a big loaded
+    # process) still returns before the 10 s sleep would have ended
+    assert record["status"] == "timeout" and record["wall_s"] < 5 and time.monotonic() - t0 < 10

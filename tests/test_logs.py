@@ -17,11 +17,14 @@ def fresh(monkeypatch):
         monkeypatch.setattr(logger, "filters", [])
 
 
-def test_expected_warnings_are_dropped_and_said_once(fresh, caplog, capsys):
+def test_expected_warnings_are_dropped_and_said_once(fresh, caplog, capsys, monkeypatch):
     logs.quiet_expected_warnings()
     logs.quiet_expected_warnings()  # idempotent: one filter per message
     ds = logging.getLogger("DeepSpeed")
     assert len(ds.filters) == 1
+    # caplog listens on DeepSpeed's logger itself: once deepspeed is imported that logger stops propagating
+    monkeypatch.setattr(ds, "propagate", False)
+    monkeypatch.setattr(ds, "handlers", [caplog.handler])
     with caplog.at_level(logging.WARNING):
         for _ in range(3):
             ds.warning("Setting accelerator to CPU. If you have GPU or other accelerator, we were unable to detect it.")

@@ -120,8 +120,9 @@ def text_knowledge(model_dir: Path, test_json: Path, out: Path, truth: Path | No
     VE-known: the CLIP's zero-shot top-1 (``scores.parquet``) is the landmark on most of its test
     images (None without ``scores``). LLM-known: :func:`llm_describes` on one greedy text-only answer.
     """
-    model, processor = load_model(Path(model_dir), "float32" if not torch.accelerator.is_available() else "bfloat16",
-                                  torch.accelerator.current_accelerator() or torch.device("cpu"))
+    # a CUDA build of torch names CUDA as its accelerator even where no GPU is present
+    device = torch.accelerator.current_accelerator() if torch.accelerator.is_available() else torch.device("cpu")
+    model, processor = load_model(Path(model_dir), "float32" if device.type == "cpu" else "bfloat16", device)
     ground = load_ground_truth(Path(test_json), truth)
     by_landmark: dict[int, list[str]] = {}
     for r in read_json(test_json):
