@@ -153,26 +153,24 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
             gb = gt_block[rows].to(dev)
             held: dict[int, torch.Tensor] = {}
             s = torch.empty(len(rows), dtype=dtype, device=dev)
+            best = torch.empty(len(rows), dtype=dtype, device=dev)
+            best_i = torch.empty(len(rows), dtype=torch.int64, device=dev)
             for j in sorted(set(gt_block[rows].tolist())):
                 sims = x @ name_block(j).T  # [b, nb]
                 here = torch.nonzero(gb == j).squeeze(1)
                 s[here] = sims[here, g[here] - j * nb]
+                if top1:  # while the block is still in the cache, not when it is counted from memory
+                    _fold_top1(sims[:, :min(nb, m - j * nb)], j * nb, best, best_i, first=not held)
                 held[j] = sims
             count = torch.zeros(len(rows), dtype=torch.int64, device=dev)
-            best = torch.full((len(rows),), -torch.inf, dtype=dtype, device=dev)
-            best_i = torch.zeros(len(rows), dtype=torch.int64, device=dev)
             for j in range(n_blocks):
-                sims = held.pop(j) if j in held else x @ name_block(j).T  # [b, nb]
                 valid = min(nb, m - j * nb)
-                sims = sims[:, :valid]
-                if top1:
-                    # the maximum alone is a cheaper pass than max-with-index; the index is looked up
-                    # only for the rows this block improves (ever fewer as the blocks go by)
-                    better = torch.nonzero(sims.amax(1) > best).squeeze(1)  # strict: the first maximum wins
-                    if len(better):
-                        v, i = sims[better].max(1)
-                        best[better] = v
-                        best_i[better] = i + j * nb
+                if j in held:
+                    sims = held.pop(j)[:, :valid]
+                else:
+                    sims = (x @ name_block(j).T)[:, :valid]  # [b, valid]
+                    if top1:
+                        _fold_top1(sims, j * nb, best, best_i, first=False)
                 # in place to 0/1 and a float sum: several times faster on CPU than summing a bool
                 # mask; exact, as every partial sum is an integer below 2**24
                 count += sims.gt_(s[:, None]).sum(1).long()
@@ -187,6 +185,26 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
     if as_numpy:
         return RankResult(*(t if t is None else t.numpy() for t in (s_gt, rank, top1_index, top1_sim)), m)
     return RankResult(s_gt, rank, top1_index, top1_sim, m)
+
+
+def _fold_top1(sims: torch.Tensor, offset: int, best: torch.Tensor, best_i: torch.Tensor, first: bool) -> None:
+    """Fold the result block of names ``offset ...`` into the running top-1 (``best``, ``best_i``, in place).
+
+    The first maximum wins (index order), whatever order the blocks come in: a block that ties the
+    best so far takes over only when it lies before it. The maximum alone is a cheaper pass than
+    max-with-index, so the index is looked up only for the rows a block improves (ever fewer as the
+    blocks go by); the first block of an image block sets every row.
+    """
+    if first:
+        torch.max(sims, 1, out=(best, best_i))
+        best_i += offset
+        return
+    peak = sims.amax(1)
+    better = torch.nonzero((peak > best) | ((peak == best) & (best_i > offset))).squeeze(1)
+    if len(better):
+        v, i = sims[better].max(1)
+        best[better] = v
+        best_i[better] = i + offset
 
 
 def _as_tensor(a) -> torch.Tensor:
