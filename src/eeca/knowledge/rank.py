@@ -89,8 +89,10 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
         name_emb: [M, d] name embeddings.
         gt_index: [N] ground-truth row in ``name_emb`` of each image.
         block_size: images per block.
-        name_block_size: names per block; ``None`` picks all names when a ``block_size x M``
-            float32 result fits in 256 MiB, else the largest block that does.
+        name_block_size: names per block; ``None`` picks all names when a float32 result of an image
+            block (``block_size`` rows, or N when fewer) by M names fits the block budget (256 MiB on a
+            GPU, 32 MiB on a CPU), else the largest block that does: fewer images, wider name blocks,
+            so that a small N does not pay the per-block passes of many narrow ones.
         device: where to compute; default the device of ``image_emb`` (CPU for numpy).
         top1: also find each image's most similar name (one more pass over each result block).
     """
@@ -113,7 +115,8 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
     dev = torch.device(device) if device is not None else x_all.device
     dtype = torch.float64 if x_all.dtype == torch.float64 else torch.float32
     block_elements = _BLOCK_ELEMENTS["cpu" if dev.type == "cpu" else "cuda"]
-    nb = min(name_block_size or max(1, min(m, block_elements // block_size)), 1 << 24)
+    widest = max(1, min(block_size, n_img))  # rows of the largest image block
+    nb = min(name_block_size or max(1, min(m, block_elements // widest)), 1 << 24)
     n_blocks = -(-m // nb)
 
     s_gt = torch.empty(n_img, dtype=dtype)
