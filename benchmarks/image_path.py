@@ -1,7 +1,8 @@
 """``eeca score``'s image path: per-core worker throughput, exact vs fast, and what the fast path changes.
 
 Throughput (always): the work one DataLoader worker does per image, on one core, for photo-like
-JPEGs at each ``--sizes`` (generated: smooth fields, texture, sensor noise and hard edges; quality 90):
+JPEGs at each ``--sizes`` (generated: smooth fields, texture, sensor noise and hard edges; quality 90;
+with ``--exif-orientation`` they carry a phone's EXIF block with that Orientation tag, 6 = turned):
 
 * ``exact``: full decode, then the CLIP image processor (224 px; the PIL backend, as without torchvision);
 * ``fast (PIL)``: reduced-scale decode (PIL ``draft``), resize and crop in uint8 (:mod:`eeca.images`);
@@ -65,8 +66,13 @@ def per_core_rates(fns: dict, n: int, repeats: int = 3) -> dict[str, float]:
     return {k: n / sum(v) for k, v in best.items()}
 
 
-def throughput(tmp: Path, sizes: list[tuple[int, int]], n: int) -> list[list[Path]]:
+def throughput(tmp: Path, sizes: list[tuple[int, int]], n: int, orientation: int | None = None) -> list[list[Path]]:
     """Per-core images/s of each worker path at each size; returns the JPEGs written."""
+    exif = {}
+    if orientation is not None:
+        tags = Image.Exif()
+        tags.update({0x010F: "Phone", 0x0110: "Model X", 0x0132: "2024:05:01 10:00:00", 0x0112: orientation})
+        exif = {"exif": tags.tobytes()}
     proc = ImageProcessor()  # CLIP's defaults: shortest edge 224, centre crop 224
     fast = _FastPath.of(proc)
     rng = np.random.default_rng(0)
@@ -75,7 +81,7 @@ def throughput(tmp: Path, sizes: list[tuple[int, int]], n: int) -> list[list[Pat
         paths = []
         for i in range(n):
             p = tmp / f"{w}x{h}-{i:03d}.jpg"
-            photo_like(w, h, rng).save(p, quality=90)
+            photo_like(w, h, rng).save(p, quality=90, **exif)
             paths.append(p)
         sets.append(paths)
         quick = _ImageFiles(paths, proc, None, ImageLimits(), fast).__getitem__
@@ -94,7 +100,8 @@ def throughput(tmp: Path, sizes: list[tuple[int, int]], n: int) -> list[list[Pat
         kb = sum(p.stat().st_size for p in paths) / n / 1024
         line = ", ".join(f"{k} {v:.1f} img/s" for k, v in rates.items())
         ratios = ", ".join(f"{k}/exact {v / rates['exact']:.2f}x" for k, v in rates.items() if k != "exact")
-        print(f"{w}x{h} JPEG ({kb:.0f} kB), one core: {line}; {ratios}", flush=True)
+        tag = "" if orientation is None else f", EXIF orientation {orientation}"
+        print(f"{w}x{h} JPEG ({kb:.0f} kB{tag}), one core: {line}; {ratios}", flush=True)
     return sets
 
 
@@ -154,6 +161,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", nargs="+", default=["1024x768", "2048x1536"])
     ap.add_argument("--n", type=int, default=24, help="JPEGs per size")
+    ap.add_argument("--exif-orientation", type=int, choices=range(1, 9), help="give the JPEGs this EXIF Orientation")
     ap.add_argument("--clip", type=Path)
     ap.add_argument("--images", type=Path)
     ap.add_argument("--landmarks", type=Path)
@@ -163,7 +171,7 @@ def main() -> None:
     sizes = [tuple(int(x) for x in s.split("x")) for s in a.sizes]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        sets = throughput(tmp, sizes, a.n)
+        sets = throughput(tmp, sizes, a.n, a.exif_orientation)
         photo_delta(tmp, sets[0])
         if a.clip:
             score_delta(a.clip, a.images, a.landmarks, a.root, tmp)

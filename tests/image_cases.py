@@ -48,3 +48,23 @@ def write_cmyk_jpeg(path: Path, size: int = 16) -> Path:
     """A CMYK JPEG of pure cyan (C=255): RGB (0, 255, 255)."""
     Image.new("CMYK", (size, size), (255, 0, 0, 0)).save(path, quality=100)
     return path
+
+
+QUADRANTS = ((255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0))  # red, green / blue, yellow as stored
+
+
+def write_oriented(path: Path, orientation: int, size: tuple[int, int] = (256, 128), exif: bytes | None = None,
+                   xmp: bytes | None = None) -> Path:
+    """A ``size`` (w, h) photo stored as four flat quadrants (top: red, green; bottom: blue, yellow) whose
+    EXIF Orientation tag is ``orientation`` (JPEG or PNG by the suffix); ``exif`` / ``xmp`` replace the
+    metadata block with raw bytes instead."""
+    w, h = size
+    a = np.empty((h, w, 3), np.uint8)
+    for k, colour in enumerate(QUADRANTS):
+        a[(k // 2) * h // 2:(k // 2 + 1) * h // 2, (k % 2) * w // 2:(k % 2 + 1) * w // 2] = colour
+    tags = Image.Exif()
+    tags[0x0112] = orientation
+    tags[0x010F] = "Phone"  # Make: a phone's EXIF carries more than the one tag
+    extra = {"xmp": xmp} if xmp is not None else {"exif": tags.tobytes() if exif is None else exif}
+    Image.fromarray(a).save(path, quality=95, **extra)
+    return path

@@ -8,9 +8,11 @@ from PIL import Image
 
 from eeca.images import DEFAULT_LIMITS, ImageError, ImageLimits, image_file, load_image, resize_crop, to_rgb
 from image_cases import (
+    QUADRANTS,
     write_16bit_png,
     write_cmyk_jpeg,
     write_la,
+    write_oriented,
     write_palette_with_transparency,
     write_png_bomb,
 )
@@ -137,3 +139,52 @@ def test_simplejpeg_decodes_the_same_pixels_as_pil(tmp_path, monkeypatch):
     assert _reason(tmp_path / "bomb.jpg").startswith("too many pixels")
     cmyk = np.asarray(load_image(write_cmyk_jpeg(tmp_path / "c.jpg"), min_side=4))  # simplejpeg declines CMYK
     assert tuple(cmyk[0, 0]) == (0, 255, 255)
+
+
+# the stored quadrants (0 red, 1 green / 2 blue, 3 yellow) as a viewer shows them, per EXIF orientation
+# (TIFF 6.0 / EXIF 2.3: 2 mirrored, 3 turned 180, 4 flipped, 5 transposed, 6 turned 90 clockwise, 7
+# transverse, 8 turned 90 counter-clockwise to display)
+SHOWN = {1: (0, 1, 2, 3), 2: (1, 0, 3, 2), 3: (3, 2, 1, 0), 4: (2, 3, 0, 1),
+         5: (0, 2, 1, 3), 6: (2, 0, 3, 1), 7: (3, 1, 2, 0), 8: (1, 3, 0, 2)}
+
+
+def _quadrants(im: Image.Image) -> tuple[int, ...]:
+    a = np.asarray(im).astype(int)
+    h, w = a.shape[:2]
+    centres = [a[y, x] for y in (h // 4, 3 * h // 4) for x in (w // 4, 3 * w // 4)]
+    return tuple(int(np.argmin([np.abs(c - q).sum() for q in QUADRANTS])) for c in centres)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_on_every_path(orientation, tmp_path, monkeypatch):
+    import eeca.images as images
+
+    jpg = write_oriented(tmp_path / "phone.jpg", orientation)
+    png = write_oriented(tmp_path / "phone.png", orientation)
+    turned = orientation >= 5  # a quarter turn swaps the sides
+    full, scaled = ((128, 256), (32, 64)) if turned else ((256, 128), (64, 32))
+    cases = {"full decode": (jpg, None, full), "bytes": (jpg.read_bytes(), None, full), "png": (png, None, full),
+             "reduced scale": (jpg, 32, scaled)}  # min_side 32: 1/4 scale, both sides still >= 32
+    for name, (source, min_side, size) in cases.items():
+        for decoder in ("simplejpeg", "PIL"):
+            with monkeypatch.context() as m:
+                if decoder == "PIL":
+                    m.setattr(images, "simplejpeg", None)
+                elif images.simplejpeg is None:
+                    continue
+                im = load_image(source, min_side=min_side)
+            assert (im.size, _quadrants(im)) == (size, SHOWN[orientation]), (name, decoder)
+
+
+def test_xmp_orientation_and_broken_exif(tmp_path, monkeypatch):
+    import eeca.images as images
+
+    xmp = write_oriented(tmp_path / "xmp.jpg", 1, xmp=b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF>'
+                         b'<rdf:Description tiff:Orientation="6"/></rdf:RDF></x:xmpmeta>')
+    broken = write_oriented(tmp_path / "broken.jpg", 1, exif=b"Exif\0\0MM\0*\xff\xff\xff\xff")
+    for decoder in ("simplejpeg", "PIL"):
+        with monkeypatch.context() as m:
+            if decoder == "PIL":
+                m.setattr(images, "simplejpeg", None)
+            assert _quadrants(load_image(xmp, min_side=32)) == SHOWN[6], decoder  # as PIL's getexif reads it
+            assert _quadrants(load_image(broken, min_side=32)) == SHOWN[1], decoder  # the pixels still count

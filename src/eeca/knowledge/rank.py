@@ -89,8 +89,10 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
         name_emb: [M, d] name embeddings.
         gt_index: [N] ground-truth row in ``name_emb`` of each image.
         block_size: images per block.
-        name_block_size: names per block; ``None`` picks all names when a ``block_size x M``
-            float32 result fits in 256 MiB, else the largest block that does.
+        name_block_size: names per block; ``None`` picks all names when a ``block_size x M`` float32
+            result fits the block budget (256 MiB on a GPU, 32 MiB on a CPU), else the largest block
+            that does; with N < ``block_size`` images, as many names as fill half the budget at N
+            rows when that is more (fewer, wider blocks for a small N).
         device: where to compute; default the device of ``image_emb`` (CPU for numpy).
         top1: also find each image's most similar name (one more pass over each result block).
     """
@@ -113,7 +115,12 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
     dev = torch.device(device) if device is not None else x_all.device
     dtype = torch.float64 if x_all.dtype == torch.float64 else torch.float32
     block_elements = _BLOCK_ELEMENTS["cpu" if dev.type == "cpu" else "cuda"]
-    nb = min(name_block_size or max(1, min(m, block_elements // block_size)), 1 << 24)
+    # names per block: the budget over block_size rows; with fewer images (N < block_size) wider, at
+    # half the budget, since on 2 loaded cores every block's passes cost a wait (N=500: 2,048 -> 8,192
+    # names was 20% faster) while a block filling the whole cache was slower (16,384 names: +15% CPU)
+    widest = max(1, min(block_size, n_img))  # rows of the largest image block
+    nb = min(name_block_size or max(1, min(m, max(block_elements // block_size, block_elements // (2 * widest)))),
+             1 << 24)
     n_blocks = -(-m // nb)
 
     s_gt = torch.empty(n_img, dtype=dtype)
@@ -127,52 +134,58 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
     distinct = torch.cumsum(torch.cat([torch.ones(min(n_img, 1), dtype=torch.int64),
                                        (sorted_block.diff() != 0).long()]), 0)
 
-    converted = None  # all names in the compute dtype on the device, zero-padded to n_blocks * nb rows
-    if n_blocks * nb * n_all.shape[1] <= _CONVERTED_NAMES_ELEMENTS:
+    bounds = [0]  # image blocks: the longest run of rows whose kept result blocks fit the budget
+    while bounds[-1] < n_img:
+        start = bounds[-1]
+        k = torch.arange(1, min(block_size, n_img - start) + 1)
+        kept = k * nb * (distinct[start:start + len(k)] - distinct[start] + 1)  # monotone in length
+        bounds.append(start + max(1, int((kept <= _HELD_ELEMENTS).sum())))
+
+    # names in the compute dtype: converted once for all image blocks when there are several (up to
+    # 1 GiB), else block by block into one reused buffer (a fresh all-names copy costs its page faults:
+    # 13% of the CPU time of a 500-image call)
+    converted = buffer = None
+    if len(bounds) > 2 and n_blocks * nb * n_all.shape[1] <= _CONVERTED_NAMES_ELEMENTS:
         converted = n_all.new_zeros(n_blocks * nb, n_all.shape[1], dtype=dtype, device=dev)
         converted[:m] = n_all
 
-    def name_block(j: int) -> torch.Tensor:  # [nb, d], the last block zero-padded to full width
+    def name_block(j: int) -> torch.Tensor:  # [nb, d], the last block zero-padded; used at once
+        nonlocal buffer
         if converted is not None:
             return converted[j * nb:(j + 1) * nb]
-        blk = n_all[j * nb:(j + 1) * nb].to(dev, dtype)
-        if blk.shape[0] < nb:
-            blk = torch.cat([blk, blk.new_zeros(nb - blk.shape[0], blk.shape[1])])
-        return blk
+        blk = n_all[j * nb:(j + 1) * nb]
+        if buffer is None:
+            buffer = torch.empty(nb, n_all.shape[1], dtype=dtype, device=dev)
+        buffer[:len(blk)] = blk
+        buffer[len(blk):] = 0
+        return buffer
 
     with _no_tf32(), torch.inference_mode():
-        start = 0
-        while start < n_img:
-            # the longest run of rows whose kept result blocks fit the budget (monotone in length)
-            k = torch.arange(1, min(block_size, n_img - start) + 1)
-            kept = k * nb * (distinct[start:start + len(k)] - distinct[start] + 1)
-            end = start + max(1, int((kept <= _HELD_ELEMENTS).sum()))
+        for start, end in zip(bounds[:-1], bounds[1:]):
             rows = order[start:end]
             x = x_all[rows.to(x_all.device)].to(dev, dtype)  # [b, d]
             g = gt[rows].to(dev)  # [b]
             gb = gt_block[rows].to(dev)
             held: dict[int, torch.Tensor] = {}
             s = torch.empty(len(rows), dtype=dtype, device=dev)
+            best = torch.empty(len(rows), dtype=dtype, device=dev)
+            best_i = torch.empty(len(rows), dtype=torch.int64, device=dev)
             for j in sorted(set(gt_block[rows].tolist())):
                 sims = x @ name_block(j).T  # [b, nb]
                 here = torch.nonzero(gb == j).squeeze(1)
                 s[here] = sims[here, g[here] - j * nb]
+                if top1:  # while the block is still in the cache, not when it is counted from memory
+                    _fold_top1(sims[:, :min(nb, m - j * nb)], j * nb, best, best_i, first=not held)
                 held[j] = sims
             count = torch.zeros(len(rows), dtype=torch.int64, device=dev)
-            best = torch.full((len(rows),), -torch.inf, dtype=dtype, device=dev)
-            best_i = torch.zeros(len(rows), dtype=torch.int64, device=dev)
             for j in range(n_blocks):
-                sims = held.pop(j) if j in held else x @ name_block(j).T  # [b, nb]
                 valid = min(nb, m - j * nb)
-                sims = sims[:, :valid]
-                if top1:
-                    # the maximum alone is a cheaper pass than max-with-index; the index is looked up
-                    # only for the rows this block improves (ever fewer as the blocks go by)
-                    better = torch.nonzero(sims.amax(1) > best).squeeze(1)  # strict: the first maximum wins
-                    if len(better):
-                        v, i = sims[better].max(1)
-                        best[better] = v
-                        best_i[better] = i + j * nb
+                if j in held:
+                    sims = held.pop(j)[:, :valid]
+                else:
+                    sims = (x @ name_block(j).T)[:, :valid]  # [b, valid]
+                    if top1:
+                        _fold_top1(sims, j * nb, best, best_i, first=False)
                 # in place to 0/1 and a float sum: several times faster on CPU than summing a bool
                 # mask; exact, as every partial sum is an integer below 2**24
                 count += sims.gt_(s[:, None]).sum(1).long()
@@ -180,13 +193,32 @@ def streaming_scores(image_emb, name_emb, gt_index, block_size: int = 4096, name
             rank[rows] = count.cpu() + 1
             top1_index[rows] = best_i.cpu()
             top1_sim[rows] = best.cpu()
-            start = end
 
     if not top1:
         top1_index = top1_sim = None
     if as_numpy:
         return RankResult(*(t if t is None else t.numpy() for t in (s_gt, rank, top1_index, top1_sim)), m)
     return RankResult(s_gt, rank, top1_index, top1_sim, m)
+
+
+def _fold_top1(sims: torch.Tensor, offset: int, best: torch.Tensor, best_i: torch.Tensor, first: bool) -> None:
+    """Fold the result block of names ``offset ...`` into the running top-1 (``best``, ``best_i``, in place).
+
+    The first maximum wins (index order), whatever order the blocks come in: a block that ties the
+    best so far takes over only when it lies before it. The maximum alone is a cheaper pass than
+    max-with-index, so the index is looked up only for the rows a block improves (ever fewer as the
+    blocks go by); the first block of an image block sets every row.
+    """
+    if first:
+        torch.max(sims, 1, out=(best, best_i))
+        best_i += offset
+        return
+    peak = sims.amax(1)
+    better = torch.nonzero((peak > best) | ((peak == best) & (best_i > offset))).squeeze(1)
+    if len(better):
+        v, i = sims[better].max(1)
+        best[better] = v
+        best_i[better] = i + offset
 
 
 def _as_tensor(a) -> torch.Tensor:
