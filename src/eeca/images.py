@@ -168,9 +168,12 @@ def upright(im: Image.Image, orientation: int) -> Image.Image:
 def _orientation(im: Image.Image) -> int:
     """The EXIF orientation of an opened image (JPEG, PNG, WebP, TIFF ...); 1 without a readable tag."""
     try:
-        return int(im.getexif().get(ORIENTATION_TAG, 1))
+        tags = im.getexif()
     except Exception:  # a broken EXIF block: the pixels are still good, read as upright
         return 1
+    if ORIENTATION_TAG in tags:
+        return int(tags[ORIENTATION_TAG])
+    return _xmp_orientation(im.info.get("xmp"))  # read here: Pillow 11.0 (the floor) does not fall back to XMP
 
 
 def _jpeg_orientation(data: bytes) -> int:
@@ -201,6 +204,13 @@ def _jpeg_orientation(data: bytes) -> int:
             return int(tags[ORIENTATION_TAG])
     except Exception:  # a broken EXIF block, as in _orientation
         return 1
+    return _xmp_orientation(xmp)
+
+
+def _xmp_orientation(xmp: bytes | str | None) -> int:
+    """The ``tiff:Orientation`` of an XMP packet (attribute or element form); 1 without one."""
+    if isinstance(xmp, str):
+        xmp = xmp.encode()
     match = re.search(rb'tiff:Orientation(="|>)([0-9])', xmp or b"")
     return int(match[2]) if match else 1
 
