@@ -25,8 +25,8 @@ counts as a skip (or, in training, reports naming the record):
   resizes and centre-crops in uint8. This is the fast path of ``eeca score``
   (docs/knowledge.md gives what it changes in S).
 * **Upright, as a viewer shows it.** Phone photos (many of GLDv2's) store the sensor's pixels and an
-  EXIF ``Orientation`` tag saying how to turn them; every path applies it (PIL's ``getexif`` on the
-  PIL path, the JPEG's own EXIF block read from its bytes on the simplejpeg path), after decoding, so
+  EXIF ``Orientation`` tag saying how to turn them; every path applies it (PIL's ``getexif``, else an
+  XMP ``tiff:Orientation``, on the PIL path; the same read from the JPEG's header bytes on the simplejpeg path), after decoding, so
   a reduced-scale decode is turned too. The DCT scale does not depend on it: both sides must reach
   ``min_side``, a condition a 90-degree turn leaves unchanged. An unreadable EXIF block counts as
   no tag (the pixels are still good).
